@@ -1,0 +1,1 @@
+"""Analysis: post-hoc instruments, tables and figures."""

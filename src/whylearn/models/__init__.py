@@ -1,0 +1,5 @@
+"""Models: plain ``nn.Module``s, no Lightning, importable alone."""
+
+from whylearn.models.mlp import MLP, Step, make_activation, mlp_num_params
+
+__all__ = ["MLP", "Step", "make_activation", "mlp_num_params"]

@@ -1,0 +1,102 @@
+"""The multilayer perceptron (Rumelhart, Hinton & Williams 1986): affine maps and pointwise nonlinearities.
+
+A plain ``nn.Module`` with no training code. Input (B, ...) is flattened to
+(B, input_size); output is logits (B, num_classes).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class Step(nn.Module):
+    """Heaviside threshold unit, 1 if x > 0 else 0 (McCulloch & Pitts 1943; Rosenblatt 1958).
+
+    Its derivative is zero almost everywhere, so backpropagation through it gives
+    zero gradients: the reason the sigmoid replaced the threshold.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x > 0).to(x.dtype)
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU, "step": Step}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Build an activation by name. Raises ValueError naming the allowed names."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; allowed: {sorted(ACTIVATIONS)}") from None
+
+
+class MLP(nn.Module):
+    """Fully connected network: ``input_size -> hidden[0] -> ... -> hidden[-1] -> num_classes``.
+
+    Args:
+        input_size: features per sample after flattening (e.g. 40 for MNIST-1D, 784 for MNIST).
+        num_classes: outputs (logits).
+        hidden: widths of the hidden layers; or give ``width`` and ``depth`` instead
+            (``depth`` hidden layers of ``width`` units). ``[]`` / depth 0 is a linear model.
+        activation: ``relu``, ``sigmoid``, ``tanh``, ``gelu`` or ``step``.
+        init_scale: multiplier on PyTorch's default (Kaiming-uniform) initialization of
+            every weight and bias (the "initialization scale" of Liu et al. 2022, Omnigrok).
+        bias: use biases.
+        dropout: dropout probability after each hidden activation.
+
+    Shapes: input (B, *) with prod(*) == input_size; output (B, num_classes).
+
+    Raises:
+        ValueError: an unknown activation, or both/neither of ``hidden`` and ``width``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        num_classes: int,
+        hidden: Sequence[int] | None = None,
+        width: int | None = None,
+        depth: int | None = None,
+        activation: str = "relu",
+        init_scale: float = 1.0,
+        bias: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if hidden is None:
+            if width is None or depth is None:
+                raise ValueError("give the hidden widths as `hidden: [w1, w2, ...]` or as `width` and `depth`")
+            hidden = [int(width)] * int(depth)
+        elif width is not None:
+            raise ValueError(f"give either hidden={list(hidden)} or width={width} x depth={depth}, not both")
+        self.input_size, self.num_classes = int(input_size), int(num_classes)
+        self.hidden = [int(h) for h in hidden]
+        self.init_scale = float(init_scale)
+        widths = [self.input_size, *self.hidden]
+        layers: list[nn.Module] = []
+        for i in range(len(self.hidden)):
+            layers += [nn.Linear(widths[i], widths[i + 1], bias=bias), make_activation(activation)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(widths[-1], self.num_classes, bias=bias))
+        self.net = nn.Sequential(*layers)
+        if self.init_scale != 1.0:
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.mul_(self.init_scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1))
+
+    def linear_layers(self) -> list[nn.Linear]:
+        return [m for m in self.net if isinstance(m, nn.Linear)]
+
+
+def mlp_num_params(input_size: int, hidden: Sequence[int], num_classes: int, bias: bool = True) -> int:
+    """Parameter count of :class:`MLP` without building it: sum over layers of in*out (+ out)."""
+    widths = [input_size, *hidden, num_classes]
+    return sum(a * b + (b if bias else 0) for a, b in zip(widths[:-1], widths[1:]))

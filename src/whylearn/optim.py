@@ -1,0 +1,33 @@
+"""Learning-rate schedules not in ``torch.optim.lr_scheduler`` as one call."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
+                  min_lr_ratio: float = 0.0) -> LambdaLR:
+    """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to ``min_lr_ratio`` x the base LR.
+
+    The schedule of GPT-2/3 and nanoGPT (lr(t) = min + (max - min) (1 + cos(pi t'))/2 after warm-up),
+    expressed as a multiplier on each parameter group's base LR. Steps past ``total_steps``
+    stay at the minimum.
+
+    Raises:
+        ValueError: total_steps < 1, warmup_steps < 0 or warmup_steps > total_steps.
+    """
+    if total_steps is None or total_steps < 1:
+        raise ValueError(f"warmup_cosine needs total_steps >= 1, got {total_steps}")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return LambdaLR(optimizer, factor)

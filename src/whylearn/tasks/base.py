@@ -1,0 +1,228 @@
+"""What every whylearn task shares: the fast inner loop, scalar logging keyed on optimizer steps, history.
+
+A Lightning "batch" of a whylearn datamodule is a *chunk* of K mini-batches
+(``steps_per_chunk``). :class:`FastTask` runs their K optimizer steps inside one
+``training_step`` with manual optimization, stepping the torch optimizer
+directly and counting each step in Lightning's progress tracker, so
+``trainer.global_step``, ``max_steps``, checkpoints and schedulers all count
+optimizer steps as usual while Lightning's per-batch hooks run once per chunk.
+Per-step measurements use Lightning's own hook: every callback that overrides
+``on_before_optimizer_step`` is called before each step, as Lightning would.
+
+Why not Lightning's optimizer wrapper per step: with the MLP of the benchmark it
+costs 10-20% of the step time (``docs/benchmarks.md``).
+
+All scalars go through :meth:`FastTask.log_scalars` (also usable by callbacks on
+any LightningModule via :func:`whylearn.tasks.base.log_scalars`): they are sent
+to every logger with ``step = trainer.global_step``, put in
+``trainer.callback_metrics`` (so checkpoint monitors see them) and kept in a
+:class:`History` that the figures and ``summary.json`` are drawn from and that
+is saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Callable, Iterable
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; training stops, saved checkpoints are kept."""
+
+
+class History:
+    """Every logged scalar, as ``{key: [(step, value), ...]}``."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, list[tuple[int, float]]] = defaultdict(list)
+
+    def add(self, metrics: dict[str, float], step: int) -> None:
+        for k, v in metrics.items():
+            self.data[k].append((int(step), float(v)))
+
+    def last(self, key: str, default: float | None = None) -> float | None:
+        series = self.data.get(key)
+        return series[-1][1] if series else default
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        pts = self.data.get(key, [])
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    def state_dict(self) -> dict:
+        return {k: list(v) for k, v in self.data.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.data = defaultdict(list, {k: [tuple(p) for p in v] for k, v in state.items()})
+
+
+def get_history(pl_module: L.LightningModule) -> History:
+    hist = getattr(pl_module, "_whylearn_history", None)
+    if hist is None:
+        hist = History()
+        pl_module._whylearn_history = hist
+    return hist
+
+
+def log_scalars(pl_module: L.LightningModule, metrics: dict[str, Any], step: int | None = None) -> None:
+    """Log scalars at ``step`` (default: the number of optimizer steps taken) to every logger.
+
+    Works for any LightningModule attached to a trainer. Only rank 0 writes to
+    loggers (Lightning's loggers are rank-zero-only); every rank records the
+    values in ``trainer.callback_metrics`` and the module's :class:`History`.
+    """
+    trainer = pl_module.trainer
+    if trainer.sanity_checking:
+        return
+    step = trainer.global_step if step is None else step
+    values = {k: (v.item() if isinstance(v, Tensor) else float(v)) for k, v in metrics.items()}
+    for k, v in values.items():
+        trainer.callback_metrics[k] = torch.tensor(v)
+    get_history(pl_module).add(values, step)
+    if trainer.is_global_zero:
+        row = dict(values, epoch=trainer.current_epoch)
+        for logger in trainer.loggers:
+            logger.log_metrics(row, step=step)
+
+
+def _overrides(cb: Callback, hook: str) -> bool:
+    return getattr(type(cb), hook) is not getattr(Callback, hook)
+
+
+class FastTask(L.LightningModule):
+    """Base LightningModule for whylearn tasks: K optimizer steps per Lightning step.
+
+    Subclasses implement :meth:`step_loss` (loss and anything to keep for metrics
+    of one mini-batch) and the evaluation hooks.
+
+    Args:
+        optimizer: a callable taking parameters (or parameter groups) and returning a
+            ``torch.optim.Optimizer`` (Hydra: ``_partial_: true``).
+        scheduler: optional callable taking the optimizer and returning an LR scheduler.
+        scheduler_interval: ``step`` (default) or ``epoch``.
+        log_every_n_steps: interval of the per-step ``train/loss`` and ``lr`` scalars.
+        gradient_clip_val: clip the global gradient norm to this value (None: off).
+    """
+
+    def __init__(
+        self,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "step",
+        log_every_n_steps: int = 50,
+        gradient_clip_val: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if scheduler_interval not in ("step", "epoch"):
+            raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.scheduler_interval = scheduler_interval
+        self.log_every_n_steps = max(int(log_every_n_steps), 1)
+        self.gradient_clip_val = gradient_clip_val
+        self._step_hooks: list[Callback] = []
+        self._epoch_loss_sum: Tensor | None = None
+        self._epoch_steps = 0
+
+    # -- what subclasses implement ---------------------------------------------
+    def step_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Any]:
+        """Loss of one training mini-batch and an object kept for the chunk's metrics."""
+        raise NotImplementedError
+
+    def on_chunk_end(self, kept: list[Any]) -> None:
+        """Called once per chunk with what :meth:`step_loss` kept for each step."""
+
+    def parameter_groups(self) -> Iterable:
+        return self.parameters()
+
+    # -- optimizers ----------------------------------------------------------------
+    def configure_optimizers(self):
+        opt = self.optimizer_factory(self.parameter_groups())
+        if self.scheduler_factory is None:
+            return opt
+        sched = self.scheduler_factory(opt)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.scheduler_interval}}
+
+    # -- the hot loop -----------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self._step_hooks = [cb for cb in self.trainer.callbacks if _overrides(cb, "on_before_optimizer_step")]
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_loss_sum = torch.zeros((), device=self.device)
+        self._epoch_steps = 0
+
+    def training_step(self, chunk, chunk_idx: int) -> None:
+        trainer = self.trainer
+        lit_opt = self.optimizers()
+        opt = lit_opt.optimizer  # the torch optimizer: no per-step wrapper overhead
+        sched = self.lr_schedulers() if self.scheduler_interval == "step" else None
+        progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps >= 0 else math.inf
+        hooks, clip = self._step_hooks, self.gradient_clip_val
+        first_step = trainer.global_step
+        losses: list[Tensor] = []
+        kept: list[Any] = []
+        xs, ys = chunk
+        for x, y in zip(xs, ys):
+            if first_step + len(losses) >= max_steps:
+                break
+            loss, keep = self.step_loss(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.parameters(), clip)
+            for cb in hooks:
+                cb.on_before_optimizer_step(trainer, self, opt)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            progress.increment_ready()
+            progress.increment_completed()
+            losses.append(loss.detach())
+            kept.append(keep)
+        if not losses:
+            return None
+        stacked = torch.stack(losses)
+        if not bool(torch.isfinite(stacked).all()):
+            bad = int((~torch.isfinite(stacked)).nonzero()[0, 0])
+            raise NonFiniteLossError(
+                f"training loss is {stacked[bad].item()} at step {first_step + bad} (epoch {trainer.current_epoch}); "
+                f"training stopped. Checkpoints saved before this step are kept; try a smaller learning rate "
+                f"or init_scale, or gradient clipping (task.gradient_clip_val)."
+            )
+        self._epoch_loss_sum += stacked.sum()
+        self._epoch_steps += len(losses)
+        every = self.log_every_n_steps
+        due = [i for i in range(len(losses)) if (first_step + i + 1) % every == 0]
+        if due:
+            lr = opt.param_groups[0]["lr"]
+            for i in due:
+                log_scalars(self, {"train/loss": stacked[i], "lr": lr}, step=first_step + i + 1)
+        self.on_chunk_end(kept)
+        return None
+
+    def on_train_epoch_end(self) -> None:
+        if self.scheduler_factory is not None and self.scheduler_interval == "epoch":
+            self.lr_schedulers().step()
+        if self._epoch_steps:
+            log_scalars(self, {"train/loss_epoch": self._epoch_loss_sum / self._epoch_steps})
+
+    # -- history in checkpoints --------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["whylearn_history"] = get_history(self).state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "whylearn_history" in checkpoint:
+            get_history(self).load_state_dict(checkpoint["whylearn_history"])
+
+    def log_scalars(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        log_scalars(self, metrics, step)
+
+    @property
+    def history(self) -> History:
+        return get_history(self)

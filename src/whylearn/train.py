@@ -1,0 +1,171 @@
+"""``whylearn-train``: compose the config, build, fit, test, and leave summary.json and figures.
+
+    whylearn-train experiment=mnist1d_mlp
+    whylearn-train experiment=mnist_mlp paths.data_dir=../shared/data trainer.max_epochs=3
+    whylearn-train -m experiment=mnist1d_mlp model.width=16,64,256
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from whylearn import build
+
+log = logging.getLogger("whylearn")
+
+CONFIG_DIR = os.environ.get("WHYLEARN_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
+
+SUMMARY_KEYS = ("train/loss", "val/loss", "test/loss", "train/acc", "val/acc", "test/acc", "gap/loss", "gap/acc",
+                "weights/l2_total", "weights/dist_from_init", "params", "steps", "fit_time_s", "steps_per_s", "seed")
+
+
+def _quiet_third_parties() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+                 "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*is an invalid configuration since model checkpoints.*")
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+
+
+def _log_figures(loggers: list, figures: list[Path]) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger) and figures:
+            import wandb
+
+            lg.experiment.log({f"figures/{p.stem}": wandb.Image(str(p)) for p in figures})
+
+
+def _finish_wandb(loggers: list) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            import wandb
+
+            if lg._experiment is not None:
+                lg.experiment.summary.update({k: v for k, v in getattr(lg, "_whylearn_summary", {}).items()
+                                              if isinstance(v, (int, float))})
+            wandb.finish()
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train and test as ``cfg`` says; return the summary (also written to ``summary.json``)."""
+    import lightning as L
+    import torch
+
+    from whylearn.analysis.figures import plot_run
+    from whylearn.tasks.base import get_history
+
+    _quiet_third_parties()
+    out = build.run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+
+    dm = build.build_datamodule(cfg)
+    model = build.build_model(cfg, dm)
+    build.check_model_data(model, dm)
+    task = build.build_task(cfg, model, dm)
+    task.run_config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = build.build_callbacks(cfg)
+    loggers = build.build_loggers(cfg)
+    trainer = build.build_trainer(cfg, callbacks, loggers)
+    summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running",
+                               "params": sum(p.numel() for p in model.parameters()), **getattr(dm, "describe", dict)()}
+    summary_path = out / "summary.json"
+    ckpt_dir = out / "checkpoints"
+    try:
+        t0 = time.perf_counter()
+        trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        fit_time = time.perf_counter() - t0
+        if trainer.interrupted:
+            raise KeyboardInterrupt("training was interrupted")
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+        if cfg.get("test_after_fit", True):
+            trainer.test(task, datamodule=dm, verbose=False)
+        summary.update(task.summary_metrics(dm) if hasattr(task, "summary_metrics") else {})
+        summary.update({
+            "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+            "fit_time_s": round(fit_time, 3), "steps_per_s": round(trainer.global_step / max(fit_time, 1e-9), 2),
+            "status": "completed",
+        })
+        hist = get_history(task)
+        for key in ("test/loss", "test/acc"):
+            if hist.last(key) is not None:
+                summary[key] = hist.last(key)
+        summary.update(_final_weight_norms(trainer, task))
+    except BaseException as e:
+        summary.update({"status": "failed", "error": f"{type(e).__name__}: {e}", "steps": int(trainer.global_step)})
+        write_summary(summary_path, summary)
+        plot_run(get_history(task), out / "figures")
+        _finish_wandb(loggers)
+        log.error("run failed at step %d: %s\nsummary (with the error): %s\ncheckpoints kept in: %s",
+                  trainer.global_step, e, summary_path, ckpt_dir)
+        raise
+    figures = plot_run(get_history(task), out / "figures")
+    write_summary(summary_path, summary)
+    for lg in loggers:
+        lg._whylearn_summary = summary
+        if hasattr(lg, "save"):
+            lg.save()
+    _log_figures(loggers, figures)
+    _finish_wandb(loggers)
+    _report(cfg, out, summary, figures, loggers)
+    return summary
+
+
+def _final_weight_norms(trainer, task) -> dict[str, float]:
+    from whylearn.callbacks import WeightNorms
+
+    meter = next((cb for cb in trainer.callbacks if isinstance(cb, WeightNorms)), None) or WeightNorms(per_layer=False)
+    m = meter.measure(task)
+    return {k: m.get(k) for k in ("weights/l2_total", "weights/dist_from_init", "weights/rel_dist_from_init")}
+
+
+def _report(cfg: DictConfig, out: Path, summary: dict, figures: list[Path], loggers: list) -> None:
+    from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+    lines = [f"run directory: {out}", f"  summary:     {out / 'summary.json'}",
+             f"  checkpoints: {out / 'checkpoints'}", f"  figures:     {', '.join(p.name for p in figures)} in {out / 'figures'}"]
+    for lg in loggers:
+        if isinstance(lg, CSVLogger):
+            lines.append(f"  metrics CSV: {Path(lg.log_dir) / 'metrics.csv'}")
+        if isinstance(lg, WandbLogger):
+            lines.append(f"  W&B run:     {lg.save_dir}/wandb ({os.environ.get('WANDB_MODE', 'online')}; "
+                         f"upload offline runs with `wandb sync {lg.save_dir}/wandb/offline-run-*`)")
+    shown = {k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None}
+    lines.append("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    log.info("\n".join(lines))
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    summary = run(cfg)
+    metric = cfg.get("optimized_metric")
+    return summary.get(metric) if metric else None
+
+
+if __name__ == "__main__":
+    main()

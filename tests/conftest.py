@@ -1,0 +1,60 @@
+"""Shared fixtures: this checkout's src/ first on the path, offline W&B, small composed configs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ["WHYLEARN_CONFIG_DIR"] = str(ROOT / "conf")
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real MNIST/Fashion-MNIST/Tiny Shakespeare files beside the checkout (skip if absent)."""
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def compose(overrides: list[str], tmp_path: Path, config_name: str = "train"):
+    """Compose a whylearn config as the CLI would, with its run directory under tmp_path."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.progress = "none"
+        del cfg.hydra
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    """make_cfg(overrides, sub="run") -> a composed config writing under tmp_path/sub."""
+
+    def _make(overrides: list[str], sub: str = "run"):
+        cfg = compose(overrides, tmp_path)
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / sub)
+        return cfg
+
+    return _make
