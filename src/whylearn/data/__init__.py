@@ -3,8 +3,14 @@
 from whylearn.data.base import ChunkLoader, EvalLoader, InMemoryDataModule, Split, apply_label_noise
 from whylearn.data.idx import FashionMNISTDataModule, MNISTDataModule
 from whylearn.data.mnist1d import MNIST1DDataModule, make_mnist1d
+from whylearn.data.cifar import CIFAR10DataModule, load_cifar10
+from whylearn.data.corruptions import CORRUPTIONS, CorruptionMixin, with_corruption
+from whylearn.data.augment import Augment, AugmentMixin
+from whylearn.data.vision import CorruptedFashionMNISTDataModule, CorruptedMNISTDataModule
 
 __all__ = [
     "ChunkLoader", "EvalLoader", "InMemoryDataModule", "Split", "apply_label_noise",
     "MNIST1DDataModule", "make_mnist1d", "MNISTDataModule", "FashionMNISTDataModule",
+    "CIFAR10DataModule", "load_cifar10", "CORRUPTIONS", "CorruptionMixin", "with_corruption", "Augment", "AugmentMixin",
+    "CorruptedMNISTDataModule", "CorruptedFashionMNISTDataModule",
 ]

@@ -2,5 +2,7 @@
 
 from whylearn.tasks.base import FastTask, History, NonFiniteLossError, get_history, log_scalars
 from whylearn.tasks.classification import ClassificationTask, classification_loss
+from whylearn.tasks.ensemble import EnsembleClassificationTask
 
-__all__ = ["FastTask", "History", "NonFiniteLossError", "get_history", "log_scalars", "ClassificationTask", "classification_loss"]
+__all__ = ["FastTask", "History", "NonFiniteLossError", "get_history", "log_scalars", "ClassificationTask", "classification_loss",
+           "EnsembleClassificationTask"]
