@@ -53,16 +53,29 @@ class VmapEnsemble(nn.Module):
     Args:
         model: the template network (its own parameters are not used).
         seeds: one initialization seed per member (see :func:`reinitialize`).
+        method: ``auto`` (grouped layers for an :class:`~whylearn.models.MLP`, ``vmap`` for
+            anything else), ``grouped`` (MLP only: each layer one batched matmul over the seed
+            axis, the least per-step overhead) or ``vmap`` (``torch.func.vmap`` over
+            ``functional_call``: any module).
 
     Parameters are stored stacked, shape (S, *shape) for each of the template's parameters,
     as ``ensemble.<name with dots as __>``. ``member(i)`` returns member i as a plain module.
 
     Raises:
-        ValueError: no seeds, or repeated seeds.
+        ValueError: no seeds, repeated seeds, an unknown method, ``grouped`` for a non-MLP.
     """
 
-    def __init__(self, model: nn.Module, seeds: Sequence[int]) -> None:
+    METHODS = ("auto", "grouped", "vmap")
+
+    def __init__(self, model: nn.Module, seeds: Sequence[int], method: str = "auto") -> None:
         super().__init__()
+        from whylearn.models.mlp import MLP
+
+        if method not in self.METHODS:
+            raise ValueError(f"unknown ensemble method {method!r}; allowed: {list(self.METHODS)}")
+        if method == "grouped" and not isinstance(model, MLP):
+            raise ValueError(f"method 'grouped' supports whylearn.models.MLP only, not {type(model).__name__}; use 'vmap'")
+        self.method = "grouped" if (method == "auto" and isinstance(model, MLP)) else ("vmap" if method == "auto" else method)
         seeds = [int(s) for s in seeds]
         if not seeds:
             raise ValueError("an ensemble needs at least one seed")
@@ -95,11 +108,27 @@ class VmapEnsemble(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         params, buffers = self._state()
+        if self.method == "grouped":
+            return self._grouped_mlp(x, params)
 
         def one(p, b, inp):
             return functional_call(self._base, (p, b), (inp,))
 
         return vmap(one, in_dims=(0, 0, None), randomness="different")(params, buffers, x)
+
+    def _grouped_mlp(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        # MLP.forward = net(x.flatten(1)), net = Linear / elementwise modules: one batched matmul per Linear
+        h = x.flatten(1)
+        for i, layer in enumerate(self._base.net):
+            if isinstance(layer, nn.Linear):
+                w = params[f"net.{i}.weight"]  # (S, out, in)
+                h = torch.matmul(h, w.transpose(1, 2))  # (B, in) or (S, B, in) -> (S, B, out)
+                b = params.get(f"net.{i}.bias")
+                if b is not None:
+                    h = h + b.unsqueeze(1)
+            else:  # activation or dropout: elementwise, parameter-free
+                h = layer(h)
+        return h
 
     def member(self, i: int) -> nn.Module:
         """Member ``i`` as an ordinary module (a copy, on the ensemble's device)."""

@@ -96,7 +96,7 @@ class ResNet(nn.Module):
         in_channels: channels of the input images (3 for CIFAR-10, 1 for MNIST).
         num_classes: outputs (logits).
         arch: ``preact18`` (Nakkiran's ResNet18 of width k) or ``cifar`` (He et al.'s ResNet-6n+2).
-        depth: for ``cifar``, 6n+2 (20, 56, ...); for ``preact18`` it must be 18.
+        depth: for ``cifar``, 6n+2 (20, 56, ...; default 20); for ``preact18`` 18 (the default).
         width: k of ``preact18`` (stage widths k, 2k, 4k, 8k; 64 = standard ResNet18) or the
             first-stage width w of ``cifar`` (stage widths w, 2w, 4w; 16 in the paper).
         shortcut: keep the skip connections (False: plain network).
@@ -108,14 +108,14 @@ class ResNet(nn.Module):
         ValueError: unknown ``arch`` or ``norm``, a depth the arch does not allow, width < 1.
     """
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 10, arch: str = "cifar", depth: int = 20,
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, arch: str = "cifar", depth: int | None = None,
                  width: int | None = None, shortcut: bool = True, norm: str = "batch") -> None:
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown ResNet arch {arch!r}; allowed: {list(ARCHS)}")
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; allowed: {list(NORMS)}")
-        depth = int(depth)
+        depth = int(depth if depth is not None else (20 if arch == "cifar" else 18))
         if arch == "cifar" and (depth < 8 or (depth - 2) % 6):
             raise ValueError(f"a CIFAR ResNet has depth 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110), got {depth}")
         if arch == "preact18" and depth != 18:

@@ -52,6 +52,8 @@ class EnsembleClassificationTask(FastTask):
         base_seed: the first seed when ``seeds`` is a count (the run's ``seed``).
         loss, scheduler, scheduler_interval, log_every_n_steps: as for ClassificationTask.
         gradient_clip_val: not supported (a global norm would couple the members).
+        method: how the members are batched: ``auto``, ``grouped`` (MLP) or ``vmap``
+            (see :class:`~whylearn.models.ensemble.VmapEnsemble`).
 
     Raises:
         ValueError: unknown loss, gradient clipping requested, bad seeds.
@@ -60,7 +62,7 @@ class EnsembleClassificationTask(FastTask):
     def __init__(self, model: nn.Module, num_classes: int, optimizer: Callable[..., torch.optim.Optimizer],
                  seeds: int | Sequence[int] = 8, base_seed: int = 0, loss: str = "cross_entropy",
                  scheduler: Callable[..., Any] | None = None, scheduler_interval: str = "step",
-                 log_every_n_steps: int = 50, gradient_clip_val: float | None = None) -> None:
+                 log_every_n_steps: int = 50, gradient_clip_val: float | None = None, method: str = "auto") -> None:
         super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, None)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; allowed: {list(LOSSES)}")
@@ -68,7 +70,7 @@ class EnsembleClassificationTask(FastTask):
             raise ValueError("gradient clipping by global norm would couple the ensemble's members; "
                              "set task.gradient_clip_val=null for ensembles")
         self.seeds = resolve_seeds(seeds, base_seed)
-        self.model = VmapEnsemble(model, self.seeds)
+        self.model = VmapEnsemble(model, self.seeds, method)
         self.num_classes, self.loss_name = int(num_classes), loss
         self._sums: dict[str, Tensor] = {}
 
