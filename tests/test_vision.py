@@ -323,3 +323,44 @@ def test_ensemble_rejects_what_would_couple_members():
     with pytest.raises(ValueError, match="MLP only"):
         VmapEnsemble(CNN(1, 2, k=1), [1, 2], method="grouped")
     assert VmapEnsemble(CNN(1, 2, k=1, norm="none"), [1, 2])(torch.randn(5, 1, 8, 8)).shape == (2, 5, 2)
+
+
+# -- random labels on real MNIST (Zhang et al. 2017) -------------------------------------------------
+def _steps_to_memorize(data_dir, corruption: str, max_steps: int = 1500) -> tuple[int | None, dict, dict]:
+    """Train an MLP-512 with Adam on 500 MNIST digits until 100% training accuracy (checked every epoch)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+
+    from whylearn.data import CorruptedMNISTDataModule
+    from whylearn.tasks import ClassificationTask
+
+    class StopWhenMemorized(Callback):
+        reached: int | None = None
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            dm = trainer.datamodule
+            if pl_module.evaluate(dm.train.x, dm.train.y)["acc"] == 1.0:
+                self.reached = trainer.global_step
+                trainer.should_stop = True
+
+    dm = CorruptedMNISTDataModule(data_dir=str(data_dir), download=False, train_size=500, val_size=1000,
+                                  batch_size=100, steps_per_chunk=5, seed=0, corruption=corruption)
+    torch.manual_seed(0)
+    task = ClassificationTask(MLP(784, 10, [512]), 10, partial(torch.optim.Adam, lr=1e-3))
+    stop = StopWhenMemorized()
+    trainer = L.Trainer(max_steps=max_steps, max_epochs=-1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[stop])
+    trainer.fit(task, datamodule=dm)
+    train = task.evaluate(dm.train.x, dm.train.y)
+    test = task.evaluate(dm.test.x, dm.test.y)
+    return stop.reached, train, test
+
+
+def test_mlp_memorizes_random_labels_on_mnist_but_not_generalizes(shared_data):
+    torch.set_num_threads(1)
+    true_steps, true_train, true_test = _steps_to_memorize(shared_data, "true")
+    rand_steps, rand_train, rand_test = _steps_to_memorize(shared_data, "random")
+    assert true_steps is not None and true_train["acc"] == 1.0 and true_test["acc"] > 0.8
+    assert rand_steps is not None and rand_train["acc"] == 1.0  # fits 500 random labels exactly
+    assert rand_test["acc"] <= 0.15  # while the test accuracy stays at chance
+    assert rand_steps >= 1.5 * true_steps  # and needs more steps than the true labels (measured: 135 vs 60)
