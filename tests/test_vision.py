@@ -364,3 +364,33 @@ def test_mlp_memorizes_random_labels_on_mnist_but_not_generalizes(shared_data):
     assert rand_steps is not None and rand_train["acc"] == 1.0  # fits 500 random labels exactly
     assert rand_test["acc"] <= 0.15  # while the test accuracy stays at chance
     assert rand_steps >= 1.5 * true_steps  # and needs more steps than the true labels (measured: 135 vs 60)
+
+
+# -- sweep results ---------------------------------------------------------------------------------
+def test_analyze_sweep_tables_threshold_and_figure(tmp_path):
+    import json
+
+    from whylearn.analyze import main, sweep
+
+    # a fake multirun: train error reaches 0 at width 40 and stays there; test error peaks there
+    widths = [8, 16, 24, 40, 64, 128]
+    train_err = [0.5, 0.3, 0.1, 0.0, 0.0, 0.0]
+    test_err = [0.50, 0.45, 0.52, 0.60, 0.48, 0.40]
+    for j, (w, tr, te) in enumerate(zip(widths, train_err, test_err)):
+        job = tmp_path / str(j)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- model.width={w}\n- experiment=dd\n")
+        (job / "summary.json").write_text(json.dumps({"params": w * w + 52 * w + 10, "train/acc": 1 - tr,
+                                                      "test/acc": 1 - te, "test/acc_std": 0.01, "status": "completed"}))
+    res = sweep(tmp_path, x="model.width")
+    assert res["swept"] == ["model.width"] and res["runs"] == 6 and res["threshold"] == 40
+    c = res["curve"]
+    assert c["at_threshold"] == pytest.approx(0.60) and c["best_smaller"] == pytest.approx(0.45)
+    assert c["largest"] == pytest.approx(0.40) and c["peak_x"] == 40
+    table = (tmp_path / "sweep.md").read_text()
+    assert "| model.width |" in table and "0.6 ± 0.01" in table
+    assert (tmp_path / "sweep.csv").read_text().count("\n") == 7
+    assert all(Path(f).stat().st_size > 1000 for f in res["figures"])
+    assert main(["sweep", str(tmp_path / "nothing")]) == 2  # a clear error, not a traceback
+    with pytest.raises(ValueError, match="allowed"):
+        sweep(tmp_path, x="model.depth")
