@@ -153,7 +153,7 @@ def describe_curve(rows: list[dict[str, Any]], x: str, metric: str, threshold: f
 
 
 def plot_sweep(rows: list[dict[str, Any]], x: str, metrics: list[str], path: Path, threshold: float | None,
-               mse_threshold: float | None = None, logx: bool = True, title: str | None = None) -> Path:
+               mse_threshold: tuple[float, str] | None = None, logx: bool = True, title: str | None = None) -> Path:
     """``metrics`` (with ± std bands when present) against ``x``, threshold lines marked."""
     numeric = all(isinstance(r.get(x), (int, float)) for r in rows)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -172,7 +172,7 @@ def plot_sweep(rows: list[dict[str, Any]], x: str, metrics: list[str], path: Pat
     if numeric and threshold is not None:
         ax.axvline(threshold, color="k", ls="--", lw=1, label=f"train error reaches 0 ({x}={threshold:g})")
     if numeric and mse_threshold is not None:
-        ax.axvline(mse_threshold, color="gray", ls=":", lw=1, label=f"params = n x classes ({mse_threshold:g})")
+        ax.axvline(mse_threshold[0], color="gray", ls=":", lw=1, label=f"{mse_threshold[1]} ({mse_threshold[0]:g})")
     if numeric and logx:
         ax.set_xscale("log")
     ax.set_xlabel(x)
@@ -239,9 +239,10 @@ def sweep(root: str | Path, x: str | None = None, metrics: list[str] | None = No
     result: dict[str, Any] = {"runs": len(rows), "swept": swept, "csv": str(csv_path), "markdown": str(md_path), "figures": []}
     numeric = all(isinstance(r.get(x), (int, float)) for r in rows)
     threshold = interpolation_threshold(rows, x, tol) if numeric and any("train/err" in r for r in rows) else None
-    mse = None
-    if x == "params" and rows and rows[0].get("_loss") == "mse" and rows[0].get("train_size") and rows[0].get("num_classes"):
-        mse = float(rows[0]["train_size"] * rows[0]["num_classes"])
+    mse = None  # the parameter count that can interpolate: n x classes (squared loss) or n (cross-entropy heuristic)
+    if x == "params" and rows and rows[0].get("train_size"):
+        n, c = rows[0]["train_size"], rows[0].get("num_classes") or 1
+        mse = (float(n * c), "params = n x classes") if rows[0].get("_loss") == "mse" else (float(n), "params = n")
     if metrics:
         name = "sweep_" + "_".join(m.replace("/", "-") for m in metrics) + f"_vs_{x.replace('/', '-')}.png"
         result["figures"].append(str(plot_sweep(rows, x, metrics, out / name, threshold, mse, logx)))
