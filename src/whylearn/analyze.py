@@ -158,13 +158,14 @@ def plot_sweep(rows: list[dict[str, Any]], x: str, metrics: list[str], path: Pat
     numeric = all(isinstance(r.get(x), (int, float)) for r in rows)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for metric in metrics:
-        pts = sorted(((r.get(x), r.get(metric), r.get(f"{metric}_std") or 0.0) for r in rows
-                      if r.get(metric) is not None), key=lambda p: p[0] if numeric else str(p[0]))
+        pts = [(r.get(x), r.get(metric), r.get(f"{metric}_std") or 0.0) for r in rows if r.get(metric) is not None]
+        if numeric:  # categories stay in the sweep's order
+            pts.sort(key=lambda p: p[0])
         if not pts:
             continue
         xs = [p[0] for p in pts] if numeric else list(range(len(pts)))
         ys, sd = [p[1] for p in pts], [p[2] for p in pts]
-        ax.plot(xs, ys, "o-", markersize=3, label=metric)
+        ax.plot(xs, ys, "o-" if numeric else "o", markersize=3 if numeric else 6, label=metric)
         if any(sd):
             ax.fill_between(xs, [a - b for a, b in zip(ys, sd)], [a + b for a, b in zip(ys, sd)], alpha=0.2)
         if not numeric:
