@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
+import statistics
 import time
 import warnings
 from functools import partial
@@ -33,14 +35,15 @@ def _trainer(steps: int) -> L.Trainer:
                      limit_val_batches=0, max_epochs=-1)
 
 
-def _fit(task, steps: int) -> float:
+def _fit(task, steps: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of trainer.fit."""
     dm = MNIST1DDataModule(val_size=0, batch_size=100, steps_per_chunk=64, seed=0)
     trainer = _trainer(steps)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer.fit(task, datamodule=dm)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert trainer.global_step == steps, (trainer.global_step, steps)
-    return elapsed
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -49,6 +52,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--hidden", type=int, nargs="+", default=[100, 100])
+    ap.add_argument("--rounds", type=int, default=1, help="alternate ensemble / sequential this many times")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -56,27 +60,36 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     opt = partial(torch.optim.SGD, lr=0.01, momentum=0.9)
     seeds = list(range(args.seeds))
+    work = args.seeds * args.steps
 
     _fit(ClassificationTask(MLP(40, 10, args.hidden), 10, opt), 64)  # warm-up (allocator, first-call costs)
-
-    seq = []
-    for s in seeds:
-        torch.manual_seed(s)
-        seq.append(_fit(ClassificationTask(MLP(40, 10, args.hidden), 10, opt, log_every_n_steps=50), args.steps))
-    ens = _fit(EnsembleClassificationTask(MLP(40, 10, args.hidden), 10, opt, seeds=seeds, log_every_n_steps=50),
-               args.steps)
-    total_seq = sum(seq)
-    res = {
-        "seeds": args.seeds, "steps_per_seed": args.steps, "threads": args.threads, "hidden": args.hidden,
-        "sequential_fit_s": round(total_seq, 2), "sequential_seed_steps_per_s": round(args.seeds * args.steps / total_seq, 1),
-        "ensemble_fit_s": round(ens, 2), "ensemble_seed_steps_per_s": round(args.seeds * args.steps / ens, 1),
-        "speedup": round(total_seq / ens, 2), "torch": torch.__version__, "machine": platform.machine(),
-    }
-    print("| run | fit wall time (s) | seed-steps/s |")
-    print("| --- | --- | --- |")
-    print(f"| {args.seeds} sequential single runs x {args.steps} steps | {total_seq:.2f} | {res['sequential_seed_steps_per_s']} |")
-    print(f"| one {args.seeds}-seed vmap ensemble x {args.steps} steps | {ens:.2f} | {res['ensemble_seed_steps_per_s']} |")
-    print(f"speedup: {res['speedup']}x")
+    rounds = []
+    for r in range(args.rounds):
+        load = os.getloadavg()[0]
+        ens = _fit(EnsembleClassificationTask(MLP(40, 10, args.hidden), 10, opt, seeds=seeds, log_every_n_steps=50),
+                   args.steps)
+        seq = [0.0, 0.0]
+        for s in seeds:
+            torch.manual_seed(s)
+            w, c = _fit(ClassificationTask(MLP(40, 10, args.hidden), 10, opt, log_every_n_steps=50), args.steps)
+            seq[0] += w
+            seq[1] += c
+        rounds.append({"round": r + 1, "load_avg_1min": round(load, 1),
+                       "sequential_wall_s": round(seq[0], 2), "ensemble_wall_s": round(ens[0], 2),
+                       "speedup_wall": round(seq[0] / ens[0], 2),
+                       "sequential_cpu_s": round(seq[1], 2), "ensemble_cpu_s": round(ens[1], 2),
+                       "speedup_cpu": round(seq[1] / ens[1], 2)})
+    med = lambda k: statistics.median(x[k] for x in rounds)
+    res = {"seeds": args.seeds, "steps_per_seed": args.steps, "threads": args.threads, "hidden": args.hidden,
+           "rounds": rounds, "median_speedup_wall": med("speedup_wall"), "median_speedup_cpu": med("speedup_cpu"),
+           "torch": torch.__version__, "machine": platform.machine()}
+    print(f"{args.seeds} seeds x {args.steps} steps ({work} seed-steps per side), {args.threads} thread(s)")
+    print("| round | load avg | sequential wall (s) | ensemble wall (s) | speedup (wall) | sequential CPU (s) | ensemble CPU (s) | speedup (CPU) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for x in rounds:
+        print(f"| {x['round']} | {x['load_avg_1min']} | {x['sequential_wall_s']} | {x['ensemble_wall_s']} | {x['speedup_wall']}x "
+              f"| {x['sequential_cpu_s']} | {x['ensemble_cpu_s']} | {x['speedup_cpu']}x |")
+    print(f"median speedup: {res['median_speedup_wall']}x (wall), {res['median_speedup_cpu']}x (CPU time)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -394,3 +394,20 @@ def test_analyze_sweep_tables_threshold_and_figure(tmp_path):
     assert main(["sweep", str(tmp_path / "nothing")]) == 2  # a clear error, not a traceback
     with pytest.raises(ValueError, match="allowed"):
         sweep(tmp_path, x="model.depth")
+
+
+def test_augmentation_runs_on_training_chunks_only_and_is_switchable(tmp_path):
+    from whylearn.data.cifar import CIFAR10DataModule
+    from whylearn.tasks import ClassificationTask
+
+    md5 = _write_cifar(tmp_path, n_train=8, n_test=8)
+    for augment in (True, False):
+        dm = CIFAR10DataModule(data_dir=str(tmp_path), download=False, file_md5=md5, val_size=8, batch_size=8,
+                               steps_per_chunk=2, augment=augment, crop_padding=4, hflip=True)
+        seen = []
+        original = dm.augmenter.chunk
+        dm.augmenter.chunk = lambda chunk: seen.append(tuple(chunk[0].shape)) or original(chunk)
+        task = ClassificationTask(CNN(3, 10, k=2), 10, partial(torch.optim.SGD, lr=0.01))
+        _trainer(4).fit(task, datamodule=dm)
+        # 4 steps in chunks of 2 mini-batches of 8 images; validation batches are never augmented
+        assert seen == ([(2, 8, 3, 32, 32)] * 2 if augment else [])
