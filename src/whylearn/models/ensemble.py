@@ -121,11 +121,16 @@ class VmapEnsemble(nn.Module):
         h = x.flatten(1)
         for i, layer in enumerate(self._base.net):
             if isinstance(layer, nn.Linear):
-                w = params[f"net.{i}.weight"]  # (S, out, in)
-                h = torch.matmul(h, w.transpose(1, 2))  # (B, in) or (S, B, in) -> (S, B, out)
-                b = params.get(f"net.{i}.bias")
-                if b is not None:
-                    h = h + b.unsqueeze(1)
+                w, b = params[f"net.{i}.weight"], params.get(f"net.{i}.bias")  # (S, out, in), (S, out)
+                S, out, fan_in = w.shape
+                if h.dim() == 2:  # shared input (B, in): one GEMM against all members' weights side by side
+                    flat = w.reshape(S * out, fan_in).t()
+                    h = (torch.addmm(b.reshape(-1), h, flat) if b is not None else h @ flat)
+                    h = h.view(h.shape[0], S, out).transpose(0, 1)  # (S, B, out)
+                elif b is not None:  # (S, B, in) -> (S, B, out), bias fused
+                    h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                else:
+                    h = torch.bmm(h, w.transpose(1, 2))
             else:  # activation or dropout: elementwise, parameter-free
                 h = layer(h)
         return h
