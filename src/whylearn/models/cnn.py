@@ -1,4 +1,4 @@
-"""The width-scalable 5-layer CNN of Nakkiran et al. 2019 ("Deep double descent", Sec. 3 and App. B.1).
+"""The width-scalable 5-layer CNN of Nakkiran et al. 2019 ("Deep double descent", experimental details in the appendix).
 
 Four Conv-BatchNorm-ReLU-MaxPool layers of widths k, 2k, 4k, 8k (3x3 kernels,
 stride 1, padding 1) and a fully connected output layer. The paper's max-pool

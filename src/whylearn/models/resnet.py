@@ -3,7 +3,7 @@
 - ``arch="preact18"``: the pre-activation ResNet18 (He, Zhang, Ren & Sun 2016b,
   "Identity mappings in deep residual networks", Fig. 4(e)) with stage widths
   (k, 2k, 4k, 8k), the family of Nakkiran et al. 2019 ("Deep double descent",
-  App. B.1); k = 64 is the standard ResNet18 (11.2M parameters on CIFAR-10).
+  appendix); k = 64 is the standard ResNet18 (11.2M parameters on CIFAR-10).
   A 3x3 stem conv of k channels, four stages of two pre-activation basic blocks
   (strides 1, 2, 2, 2), a final norm + ReLU, global average pool and a linear layer.
   A shortcut that changes shape is a 1x1 convolution with that stride.
