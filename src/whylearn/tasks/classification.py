@@ -143,5 +143,6 @@ class ClassificationTask(FastTask):
         return {
             "train/loss": train["loss"], "train/acc": train["acc"], "val/loss": val["loss"], "val/acc": val["acc"],
             "gap/loss": val["loss"] - train["loss"], "gap/acc": train["acc"] - val["acc"],
+            **getattr(self, "extra_summary", {}),  # end-of-fit measurements that callbacks add (sharpness, landscape)
         }
 
