@@ -55,6 +55,11 @@ def main() -> None:
     print(f"# torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}, "
           f"MLP 40-100-100-10 ({sum(p.numel() for p in model.parameters())} parameters), {x.shape[0]} samples")
 
+    for n_small in (256,):
+        small = {"train": (x[:n_small], y[:n_small])}
+        for label, kw in [("plain loop", dict(method="loop")), ("vmap, 32 points per batch", dict(method="vmap", points_per_batch=32))]:
+            t, _ = timeit(lambda: LS.slice_2d(model, small, grid=args.grid, seed=0, **kw), args.repeats)
+            rows.append((f"{args.grid}x{args.grid} slice on {n_small} samples: {label}", t, ""))
     ref = None
     for label, kw in [("plain loop, one point at a time", dict(method="loop")),
                       ("vmap, 8 points per batch", dict(method="vmap", points_per_batch=8)),

@@ -179,7 +179,7 @@ def test_interpolation_endpoints_reproduce_the_two_losses():
     a, b = MLP(8, 3, hidden=[32]), MLP(8, 3, hidden=[32])
     ta, tb = H.flatten_params(a), H.flatten_params(b)
     data = {"train": (x, y), "val": (xv, yv)}
-    interp = LS.interpolate(a, ta, tb, data, alphas=np.linspace(0, 1, 11))
+    interp = LS.interpolate(a, ta, tb, data, alphas=np.linspace(0, 1, 11), method="vmap")
     loop = LS.interpolate(a, ta, tb, data, alphas=np.linspace(0, 1, 11), method="loop")
     with torch.no_grad():
         for split, (xs, ys) in data.items():
@@ -199,7 +199,7 @@ def test_slice_2d_centre_is_the_model_and_vmap_equals_loop():
     x, y = _data(200, 8, 3, seed=3, dtype=torch.float32)
     torch.manual_seed(0)
     model = MLP(8, 3, hidden=[16, 16])
-    sl = LS.slice_2d(model, {"train": (x, y)}, grid=(5, 3), points_per_batch=4)
+    sl = LS.slice_2d(model, {"train": (x, y)}, grid=(5, 3), points_per_batch=4, method="vmap")
     sl_loop = LS.slice_2d(model, {"train": (x, y)}, grid=(5, 3), method="loop")
     assert sl.values["train/loss"].shape == (5, 3)
     with torch.no_grad():

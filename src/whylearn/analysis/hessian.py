@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-HVP_METHODS = ("func", "autograd")
+HVP_METHODS = ("auto", "func", "autograd")
 
 
 # -- parameters as one flat vector --------------------------------------------------------
@@ -126,7 +126,9 @@ class HVP:
         x, y: the data (N, ...), (N,) defining the loss (its mean over the N samples).
         loss_fn: ``loss_fn(outputs, y) -> scalar`` mean loss (default cross-entropy).
         method: ``func`` (forward-over-reverse with ``torch.func``; vectorizes several
-            vectors with ``vmap``) or ``autograd`` (double backward, one vector at a time).
+            vectors with ``vmap``), ``autograd`` (double backward, one vector at a time) or
+            ``auto`` (double backward for one vector, ``func`` + ``vmap`` for several: the faster
+            of each on a CPU, see ``docs/benchmarks/landscape.md``).
         chunk_size: evaluate the loss over at most this many samples at once and sum
             the chunks' HVPs weighted by their share of N (exact for a mean loss).
 
@@ -135,7 +137,7 @@ class HVP:
     """
 
     def __init__(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn = default_loss,
-                 method: str = "func", chunk_size: int | None = None) -> None:
+                 method: str = "auto", chunk_size: int | None = None) -> None:
         if method not in HVP_METHODS:
             raise ValueError(f"unknown HVP method {method!r}; allowed: {list(HVP_METHODS)}")
         self.model, self.method, self.loss_fn = model, method, loss_fn
@@ -178,7 +180,7 @@ class HVP:
             raise ValueError(f"v must have shape ({self.numel},) like the parameters, got {tuple(v.shape)}")
         self.calls += 1
         with eval_mode(self.model):
-            return self._hvp_func(v) if self.method == "func" else self._hvp_autograd(v)
+            return self._hvp_func(v) if self.method == "func" else self._hvp_autograd(v)  # auto: double backward
 
     def batch(self, V: Tensor) -> Tensor:
         """HV for k vectors at once: V (k, n) -> (k, n); vectorized with vmap for ``method='func'``."""
@@ -192,7 +194,7 @@ class HVP:
 
 
 def hvp(model: nn.Module, x: Tensor, y: Tensor, v: Tensor, loss_fn: LossFn = default_loss,
-        method: str = "func", chunk_size: int | None = None) -> Tensor:
+        method: str = "auto", chunk_size: int | None = None) -> Tensor:
     """Hv (n,) for the Hessian H of the mean loss over (x, y) at the model's parameters; see :class:`HVP`."""
     return HVP(model, x, y, loss_fn, method, chunk_size)(v)
 
@@ -288,7 +290,7 @@ def subspace_iteration(matmat: Callable[[Tensor], Tensor], n: int, k: int, iters
 
 
 def top_eigenvalues(model: nn.Module, x: Tensor, y: Tensor, k: int = 1, loss_fn: LossFn = default_loss,
-                    iters: int = 100, tol: float = 1e-4, method: str = "func", chunk_size: int | None = None,
+                    iters: int = 100, tol: float = 1e-4, method: str = "auto", chunk_size: int | None = None,
                     seed: int = 0, init: Tensor | None = None) -> EigResult:
     """Top-k Hessian eigenvalues of the mean loss over (x, y): power iteration (k=1) or subspace iteration.
 
@@ -312,7 +314,7 @@ def sharpness(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn = default_
 
 
 def hutchinson_trace(model: nn.Module, x: Tensor, y: Tensor, num_samples: int = 32, loss_fn: LossFn = default_loss,
-                     method: str = "func", chunk_size: int | None = None, seed: int = 0,
+                     method: str = "auto", chunk_size: int | None = None, seed: int = 0,
                      batch: int = 8) -> tuple[float, float]:
     """Hutchinson's estimate of tr(H): the mean of z^T H z over Rademacher vectors z.
 

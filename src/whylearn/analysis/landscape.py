@@ -34,7 +34,7 @@ from torch.func import functional_call, vmap
 from whylearn.analysis.hessian import ParamSpec, default_loss, eval_mode, flatten_params, trainable
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-METHODS = ("vmap", "loop")
+METHODS = ("auto", "vmap", "loop")
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
 
@@ -91,7 +91,7 @@ def _is_classification(out: Tensor, y: Tensor) -> bool:
 
 
 def evaluate_points(model: nn.Module, points: Tensor, x: Tensor, y: Tensor, loss_fn: LossFn = default_loss,
-                    method: str = "vmap", points_per_batch: int = 32, data_chunk: int | None = None) -> dict[str, Tensor]:
+                    method: str = "auto", points_per_batch: int = 32, data_chunk: int | None = None) -> dict[str, Tensor]:
     """Mean loss (and accuracy, for classification) over (x, y) at each parameter vector.
 
     Args:
@@ -99,8 +99,10 @@ def evaluate_points(model: nn.Module, points: Tensor, x: Tensor, y: Tensor, loss
         points: (P, n) parameter vectors laid out as ``named_parameters``.
         x, y: data (N, ...), (N,).
         loss_fn: ``loss_fn(outputs, y)`` -> mean loss (default cross-entropy).
-        method: ``vmap`` (``points_per_batch`` points per batched forward) or ``loop``
-            (load each point into the model and run a plain forward).
+        method: ``vmap`` (``points_per_batch`` points per batched forward), ``loop``
+            (load each point into the model and run a plain forward) or ``auto``: ``loop`` when
+            the data is on the CPU (measured faster there for the MNIST-1D MLP, see
+            ``docs/benchmarks/landscape.md``), ``vmap`` on an accelerator.
         data_chunk: forward at most this many samples at once (memory); None: all.
 
     Returns:
@@ -108,6 +110,8 @@ def evaluate_points(model: nn.Module, points: Tensor, x: Tensor, y: Tensor, loss
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {list(METHODS)}")
+    if method == "auto":
+        method = "loop" if x.device.type == "cpu" else "vmap"
     if points.ndim != 2:
         raise ValueError(f"points must be (P, n), got shape {tuple(points.shape)}")
     spec = ParamSpec(model)
@@ -203,7 +207,7 @@ def barrier_height(alphas: np.ndarray, losses: np.ndarray) -> float:
 
 
 def interpolate(model: nn.Module, theta_a: Tensor, theta_b: Tensor, data: Data, alphas=None,
-                loss_fn: LossFn = default_loss, method: str = "vmap", points_per_batch: int = 32,
+                loss_fn: LossFn = default_loss, method: str = "auto", points_per_batch: int = 32,
                 data_chunk: int | None = None, labels: tuple[str, str] = ("theta_a", "theta_b")) -> Interpolation:
     """Evaluate the loss on ``data`` (``{"train": (x, y), "val": (x, y)}``) along the segment from theta_a to theta_b.
 
@@ -247,7 +251,7 @@ def parse_grid(grid) -> tuple[int, int]:
 
 def slice_2d(model: nn.Module, data: Data, theta: Tensor | None = None, d1: Tensor | None = None,
              d2: Tensor | None = None, grid=21, span: tuple[float, float, float, float] = (-1.0, 1.0, -1.0, 1.0),
-             seed: int = 0, loss_fn: LossFn = default_loss, method: str = "vmap", points_per_batch: int = 32,
+             seed: int = 0, loss_fn: LossFn = default_loss, method: str = "auto", points_per_batch: int = 32,
              data_chunk: int | None = None) -> Slice2D:
     """The loss on a 2D plane through theta (default: the model's parameters).
 

@@ -141,7 +141,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--alpha-min", type=float, default=-0.25)
     sp.add_argument("--alpha-max", type=float, default=1.25)
     common(sp)
-    sp.set_defaults(func=cmd_interpolate, default_method="vmap")
+    sp.set_defaults(func=cmd_interpolate, default_method="auto")
 
     sp = sub.add_parser("slice", help="2D slice along filter-normalized random directions")
     sp.add_argument("ckpt")
@@ -149,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--span", type=float, nargs=4, default=[-1.0, 1.0, -1.0, 1.0])
     sp.add_argument("--points-per-batch", type=int, default=32)
     common(sp)
-    sp.set_defaults(func=cmd_slice, default_method="vmap")
+    sp.set_defaults(func=cmd_slice, default_method="auto")
 
     sp = sub.add_parser("sharpness", help="top Hessian eigenvalue(s) and trace of the training loss")
     sp.add_argument("ckpt")
@@ -158,7 +158,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--tol", type=float, default=1e-4)
     sp.add_argument("--trace", type=int, default=0, help="Hutchinson probes (0: no trace)")
     common(sp, splits=False)
-    sp.set_defaults(func=cmd_sharpness, default_method="func")
+    sp.set_defaults(func=cmd_sharpness, default_method="auto")
 
     sp = sub.add_parser("regions", help="linear regions along lines, on a plane, and patterns over the data")
     sp.add_argument("ckpt")

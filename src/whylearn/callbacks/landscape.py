@@ -45,7 +45,7 @@ class LossLandscape(Callback):
     """
 
     def __init__(self, grid=21, span=(-1.0, 1.0, -1.0, 1.0), alphas: int = 31, alpha_range=(-0.25, 1.25),
-                 num_samples: int | None = 2000, splits=("train", "val"), method: str = "vmap",
+                 num_samples: int | None = 2000, splits=("train", "val"), method: str = "auto",
                  points_per_batch: int = 32, data_chunk: int | None = None, seed: int = 0,
                  surface_clip: float | None = None) -> None:
         LS.parse_grid(grid)

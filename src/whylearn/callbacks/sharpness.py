@@ -91,7 +91,7 @@ class Sharpness(Callback):
     """
 
     def __init__(self, every_n_steps: int = 100, num_samples: int | None = 1000, k: int = 1, iters: int = 20,
-                 tol: float = 1e-3, trace_samples: int = 0, method: str = "func", chunk_size: int | None = None,
+                 tol: float = 1e-3, trace_samples: int = 0, method: str = "auto", chunk_size: int | None = None,
                  seed: int = 0, figure: bool = True) -> None:
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
