@@ -67,6 +67,12 @@ def _out(args, run: LoadedRun) -> Path:
 
 def cmd_interpolate(args) -> dict:
     a, b = LoadedRun(args.ckpt_a), LoadedRun(args.ckpt_b)
+    same_data = a.cfg.data == b.cfg.data
+    if not same_data:
+        print(f"warning: the two runs were trained on different data configurations (e.g. data.seed "
+              f"{a.cfg.data.get('seed')} vs {b.cfg.data.get('seed')}: different train/val splits); the losses are "
+              f"measured on the first run's splits. Train both with the same data.seed and different seeds.",
+              file=sys.stderr)
     ta, tb = H.flatten_params(a.model), H.flatten_params(b.model)
     data = a.data(args.splits, args.samples, args.seed)
     interp = LS.interpolate(a.model, ta, tb, data, np.linspace(args.alpha_min, args.alpha_max, args.alphas),
@@ -75,8 +81,12 @@ def cmd_interpolate(args) -> dict:
     LS.plot_interpolation(interp, out / "interpolation.png", "Linear interpolation between two solutions")
     res = interp.to_json()
     res["distance"] = float((ta - tb).norm())
+    res["same_data"] = bool(same_data)
     LS.save_json(res, out / "interpolation.json")
-    return {"barriers": res["barriers"], "distance": res["distance"], "figure": str(out / "interpolation.png")}
+    return {"barriers": res["barriers"], "distance": res["distance"], "same_data": res["same_data"],
+            "endpoints": {k: [v[int(np.abs(interp.alphas).argmin())], v[int(np.abs(interp.alphas - 1).argmin())]]
+                          for k, v in res["values"].items()},
+            "figure": str(out / "interpolation.png")}
 
 
 def cmd_slice(args) -> dict:
