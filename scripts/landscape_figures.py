@@ -3,6 +3,7 @@
     PYTHONPATH=src python scripts/landscape_figures.py eos      MULTIRUN_DIR --out docs/figures/edge_of_stability.png
     PYTHONPATH=src python scripts/landscape_figures.py regions  MULTIRUN_DIR --out docs/figures/linear_regions.png
     PYTHONPATH=src python scripts/landscape_figures.py init     MULTIRUN_DIR --out docs/figures/init_scale.png
+    PYTHONPATH=src python scripts/landscape_figures.py bslr     SWEEP_DIR    --out docs/figures/batch_size_lr.png
 
 Each run folder of the multirun (0/, 1/, ...) holds config.yaml, summary.json and csv/metrics.csv.
 Prints a Markdown table of the runs.
@@ -148,14 +149,40 @@ def init(rs, out: Path) -> None:
     fig.savefig(out, dpi=100)
 
 
+def bslr(rs, out: Path) -> None:
+    rs = sorted(rs, key=lambda r: r["cfg"]["data"]["batch_size"])
+    B = [r["cfg"]["data"]["batch_size"] for r in rs]
+    print("| batch size B | lr | lr / B | steps | train acc | test acc | sharpness (end) | 2 / lr | tr(Sigma) per sample | noise tr(Sigma)/B | B_simple |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rs:
+        sm, lr, b = r["summary"], r["cfg"]["optimizer"]["lr"], r["cfg"]["data"]["batch_size"]
+        print(f"| {b} | {lr:g} | {lr / b:g} | {sm['steps']} | {sm['train/acc']:.3f} | {sm.get('test/acc', float('nan')):.3f} | "
+              f"{sm.get('sharpness/lambda_max', float('nan')):.3g} | {2 / lr:.3g} | {sm.get('noise/trace_cov', float('nan')):.3g} | "
+              f"{sm.get('noise/minibatch', float('nan')):.3g} | {sm.get('noise/simple_noise_scale', float('nan')):.3g} |")
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    get = lambda k: [r["summary"].get(k) for r in rs]
+    for a, vals, lab in [(ax[0], get("test/acc"), "test accuracy"), (ax[1], get("sharpness/lambda_max"), "sharpness at the end"),
+                         (ax[2], get("noise/minibatch"), "mini-batch gradient noise tr(Sigma)/B")]:
+        a.plot(B, vals, "o-")
+        a.set_xscale("log")
+        if lab != "test accuracy":
+            a.set_yscale("log")
+        a.set_xlabel("batch size B (lr = 0.001 B)")
+        a.set_title(lab)
+        a.grid(alpha=0.3)
+    fig.suptitle("Batch size with the learning rate scaled: MLP on MNIST-1D, plain SGD, 20 epochs")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=["eos", "regions", "init"])
+    p.add_argument("kind", choices=["eos", "regions", "init", "bslr"])
     p.add_argument("multirun", type=Path)
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    {"eos": eos, "regions": regions, "init": init}[a.kind](runs(a.multirun), a.out)
+    {"eos": eos, "regions": regions, "init": init, "bslr": bslr}[a.kind](runs(a.multirun), a.out)
     print(f"\nfigure: {a.out}")
 
 

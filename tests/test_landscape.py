@@ -211,3 +211,20 @@ def test_slice_2d_centre_is_the_model_and_vmap_equals_loop():
         LS.slice_2d(model, {"train": (x, y)}, grid=1)
     with pytest.raises(ValueError, match="unknown method 'fast'"):
         LS.slice_2d(model, {"train": (x, y)}, grid=3, method="fast")
+
+
+def test_gradient_noise_matches_explicit_per_sample_gradients():
+    from whylearn.callbacks.noise import gradient_noise
+
+    x, y = _data(40, 8, 3, seed=4)
+    torch.manual_seed(0)
+    model = MLP(8, 3, hidden=[8]).double()
+    gs = []
+    for i in range(40):
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
+        gs.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    G = torch.stack(gs)
+    s = gradient_noise(model, x, y, nn.functional.cross_entropy, chunk=16)
+    assert s["grad_norm_sq"] == pytest.approx(float(G.mean(0).pow(2).sum()), rel=1e-8)
+    assert s["trace_cov"] == pytest.approx(float(G.var(0, unbiased=True).sum()), rel=1e-8)

@@ -2,8 +2,9 @@
 
 from whylearn.callbacks.gap import GeneralizationGap
 from whylearn.callbacks.landscape import LinearRegions, LossLandscape, TimeToFit
+from whylearn.callbacks.noise import GradientNoise
 from whylearn.callbacks.norms import GradNorms, WeightNorms
 from whylearn.callbacks.progress import LogLines
 from whylearn.callbacks.sharpness import Sharpness
 
-__all__ = ["GeneralizationGap", "GradNorms", "WeightNorms", "LogLines", "Sharpness", "LossLandscape", "LinearRegions", "TimeToFit"]
+__all__ = ["GeneralizationGap", "GradNorms", "WeightNorms", "LogLines", "Sharpness", "LossLandscape", "LinearRegions", "TimeToFit", "GradientNoise"]
