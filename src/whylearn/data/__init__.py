@@ -3,8 +3,10 @@
 from whylearn.data.base import ChunkLoader, EvalLoader, InMemoryDataModule, Split, apply_label_noise
 from whylearn.data.idx import FashionMNISTDataModule, MNISTDataModule
 from whylearn.data.mnist1d import MNIST1DDataModule, make_mnist1d
+from whylearn.data.toy import PatternsDataModule, RegressionDataModule, ToyDataModule
 
 __all__ = [
     "ChunkLoader", "EvalLoader", "InMemoryDataModule", "Split", "apply_label_noise",
     "MNIST1DDataModule", "make_mnist1d", "MNISTDataModule", "FashionMNISTDataModule",
+    "ToyDataModule", "PatternsDataModule", "RegressionDataModule",
 ]

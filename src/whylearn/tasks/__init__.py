@@ -4,3 +4,8 @@ from whylearn.tasks.base import FastTask, History, NonFiniteLossError, get_histo
 from whylearn.tasks.classification import ClassificationTask, classification_loss
 
 __all__ = ["FastTask", "History", "NonFiniteLossError", "get_history", "log_scalars", "ClassificationTask", "classification_loss"]
+from whylearn.tasks.classic import (HopfieldCapacityTask, HopfieldTask, LMSSweepTask, PerceptronMarginSweepTask,
+                                    PerceptronTask, SweepTask, XORSweepTask)
+
+__all__ += ["HopfieldCapacityTask", "HopfieldTask", "LMSSweepTask", "PerceptronMarginSweepTask", "PerceptronTask",
+            "SweepTask", "XORSweepTask"]
