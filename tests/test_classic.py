@@ -14,7 +14,7 @@ from whylearn.data.toy import (ToyDataModule, binary_images, circles, corrupt, g
 from whylearn.models import MLP
 from whylearn.models.adaline import Adaline, lms_bounds, run_lms
 from whylearn.models.hopfield import Hopfield, overlap
-from whylearn.models.perceptron import Perceptron, novikoff_bound, train_perceptron
+from whylearn.models.perceptron import Perceptron, linearly_separable, novikoff_bound, train_perceptron
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +83,15 @@ def test_perceptron_separates_within_novikoff_bound_over_seeds_dims_margins():
                 assert sum(per_epoch) <= bound, (gamma, d, seed, sum(per_epoch), bound)
                 runs += 1
     assert runs == 45
+
+
+def test_linear_separability_check():
+    data = separable(200, 5, 0.05, seed=2)
+    assert linearly_separable(data["x"], data["y"])
+    x, y = xor_points()
+    assert not linearly_separable(x, y)
+    xs, ys = circles(100, seed=0)
+    assert not linearly_separable(xs, ys)
 
 
 def test_perceptron_rule_updates_on_mistakes_only():
@@ -232,9 +241,11 @@ def test_perceptron_experiment_runs(make_cfg):
 
     s, out = _run(make_cfg, ["experiment=perceptron_separable", "data.n_train=200"], "perc")
     assert s["separated"] and s["train/acc"] == 1.0 and s["mistakes_total"] <= s["novikoff/bound"]
+    assert s["linearly_separable"]
     assert {"decision_boundary.png", "mistakes_per_epoch.png"} <= set(os.listdir(f"{out}/figures"))
     s, _ = _run(make_cfg, ["experiment=xor_perceptron", "trainer.max_epochs=20"], "xorp")
     assert not s["separated"] and s["train/acc"] <= 0.75 and s["epochs_run"] == 20
+    assert not s["linearly_separable"]
 
 
 def test_sweep_experiments_run(make_cfg):

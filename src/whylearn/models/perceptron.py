@@ -143,3 +143,26 @@ def novikoff_bound(x: Tensor, y: Tensor, w_star: Tensor, b_star: float = 0.0, bi
         raise ValueError(f"the reference hyperplane does not separate the data (margin {gamma:.3g})")
     r = float(xa.norm(dim=1).max())
     return {"R": r, "gamma": gamma, "bound": (r / gamma) ** 2}
+
+
+def linearly_separable(x: Tensor, y: Tensor) -> bool:
+    """Whether some hyperplane (w, b) separates the data strictly: is y_i (w.x_i + b) >= 1 for all i feasible?
+
+    A linear-programming feasibility check (scipy's HiGHS), the exact answer the perceptron can
+    only give when it stops: the perceptron converges iff this is True (Novikoff 1962), and cycles
+    forever otherwise (Minsky & Papert 1969, the perceptron cycling theorem).
+
+    Args:
+        x: (n, ...) inputs (flattened); y: (n,) labels in {0, 1} or {-1, +1}.
+    """
+    import numpy as np
+    from scipy.optimize import linprog
+
+    xs = x.flatten(1).double().cpu().numpy()
+    ys = _pm1(y).double().cpu().numpy()
+    a = -(ys[:, None] * np.hstack([xs, np.ones((xs.shape[0], 1))]))
+    r = linprog(np.zeros(xs.shape[1] + 1), A_ub=a, b_ub=-np.ones(xs.shape[0]),
+                bounds=[(None, None)] * (xs.shape[1] + 1), method="highs")
+    if r.status not in (0, 2):
+        raise RuntimeError(f"the separability LP ended with status {r.status}: {r.message}")
+    return r.status == 0

@@ -29,7 +29,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from whylearn.analysis import classic as sweeps  # noqa: E402
 from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
-from whylearn.models.perceptron import Perceptron, _pm1, margin, novikoff_bound  # noqa: E402
+from whylearn.models.perceptron import Perceptron, _pm1, linearly_separable, margin, novikoff_bound  # noqa: E402
 from whylearn.tasks.base import get_history, log_scalars  # noqa: E402
 
 
@@ -80,14 +80,18 @@ class PerceptronTask(_HistoryInCheckpoint):
 
     Args:
         model: the perceptron. lr: step size (irrelevant from w = 0, kept for completeness).
+        check_separable: also decide whether the training set is linearly separable at all, by a
+            linear program (:func:`~whylearn.models.perceptron.linearly_separable`), reported as
+            ``linearly_separable``.
     """
 
-    def __init__(self, model: Perceptron, lr: float = 1.0, num_classes: int | None = None) -> None:
+    def __init__(self, model: Perceptron, lr: float = 1.0, check_separable: bool = True,
+                 num_classes: int | None = None) -> None:
         super().__init__()
         if not isinstance(model, Perceptron):
             raise TypeError(f"PerceptronTask trains a whylearn.models.Perceptron, got {type(model).__name__}")
         self.automatic_optimization = False
-        self.model, self.lr = model, float(lr)
+        self.model, self.lr, self.check_separable = model, float(lr), bool(check_separable)
         self.mistakes_per_epoch: list[int] = []
         self._epoch_mistakes = 0
 
@@ -146,6 +150,8 @@ class PerceptronTask(_HistoryInCheckpoint):
             "epochs_run": len(self.mistakes_per_epoch),
             "separated": bool(self.mistakes_per_epoch and self.mistakes_per_epoch[-1] == 0),
         }
+        if self.check_separable:
+            out["linearly_separable"] = linearly_separable(train_x, train_y)
         bias_input = self.model.bias_input if self.model.use_bias else None
         if getattr(dm, "w_star", None) is not None:
             nb = novikoff_bound(train_x, train_y, dm.w_star, dm.b_star, bias_input)
