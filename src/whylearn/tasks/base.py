@@ -215,6 +215,8 @@ class FastTask(L.LightningModule):
     # -- history in checkpoints --------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["whylearn_history"] = get_history(self).state_dict()
+        if getattr(self, "run_config", None) is not None:
+            checkpoint["whylearn_config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "whylearn_history" in checkpoint:
