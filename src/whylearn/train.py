@@ -158,7 +158,8 @@ def _report(cfg: DictConfig, out: Path, summary: dict, figures: list[Path], logg
         if isinstance(lg, CSVLogger):
             lines.append(f"  metrics CSV: {Path(lg.log_dir) / 'metrics.csv'}")
         if isinstance(lg, WandbLogger):
-            lines.append(f"  W&B run:     {lg.save_dir}/wandb ({os.environ.get('WANDB_MODE', 'online')}; "
+            mode = "offline" if lg._offline or os.environ.get("WANDB_MODE") in ("offline", "dryrun") else "online"
+            lines.append(f"  W&B run:     {lg.save_dir}/wandb ({mode}; "
                          f"upload offline runs with `wandb sync {lg.save_dir}/wandb/offline-run-*`)")
     shown = {k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None}
     lines.append("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
