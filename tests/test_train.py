@@ -134,6 +134,14 @@ def test_every_config_composes(tmp_path):
             compose([f"{group}={opt}"], tmp_path)
 
 
+def test_logger_many_builds_csv_wandb_and_tensorboard(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+    loggers = build.build_loggers(compose(["logger=many"], tmp_path))
+    assert {type(lg) for lg in loggers} == {CSVLogger, WandbLogger, TensorBoardLogger}
+    assert {type(lg) for lg in build.build_loggers(compose(["logger=wandb"], tmp_path))} == {CSVLogger, WandbLogger}
+
+
 @pytest.mark.parametrize("override, group", [("experiment=nosuch", "experiment"), ("model=nosuch", "model"),
                                              ("trainer=nosuch", "trainer")])
 def test_unknown_group_option_lists_the_allowed_ones(tmp_path, override, group):
