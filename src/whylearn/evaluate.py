@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from whylearn.train import CONFIG_DIR
+from whylearn.train import CONFIG_DIR, _quiet_third_parties
 
 log = logging.getLogger("whylearn")
 
@@ -35,6 +35,8 @@ def evaluate(ckpt_path: str, split: str = "test", overrides: dict | None = None,
     import lightning as L
 
     from whylearn import build
+
+    _quiet_third_parties()
     from whylearn.checkpoints import load_checkpoint
     from whylearn.tasks.base import get_history
 
