@@ -246,6 +246,8 @@ def test_perceptron_experiment_runs(make_cfg):
     s, _ = _run(make_cfg, ["experiment=xor_perceptron", "trainer.max_epochs=20"], "xorp")
     assert not s["separated"] and s["train/acc"] <= 0.75 and s["epochs_run"] == 20
     assert not s["linearly_separable"]
+    s, out = _run(make_cfg, ["experiment=xor_mlp", "trainer.max_steps=300"], "xorm")
+    assert s["steps"] == 300 and "decision_boundary.png" in os.listdir(f"{out}/figures")
 
 
 def test_sweep_experiments_run(make_cfg):
