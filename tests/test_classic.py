@@ -264,6 +264,6 @@ def test_sweep_experiments_run(make_cfg):
     s, out = _run(make_cfg, ["experiment=perceptron_margin_sweep", "task.gammas=[0.2]", "task.dims=[2,5]",
                              "task.num_seeds=2", "task.n=50"], "margin")
     assert s["all_separated"] and s["all_within_bound"]
-    s, out = _run(make_cfg, ["experiment=hopfield_images"], "img")
+    s, out = _run(make_cfg, ["experiment=hopfield_images", "data.eval_batch_size=3"], "img")  # 4 probes, 2 batches
     assert s["test/overlap"] > 0.95 and "hopfield_images.png" in os.listdir(f"{out}/figures")
     assert not math.isnan(s["test/overlap_start"])

@@ -94,6 +94,7 @@ class PerceptronTask(_HistoryInCheckpoint):
         self.model, self.lr, self.check_separable = model, float(lr), bool(check_separable)
         self.mistakes_per_epoch: list[int] = []
         self._epoch_mistakes = 0
+        self._eval_sum = [0, 0]  # correct, seen
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -122,13 +123,12 @@ class PerceptronTask(_HistoryInCheckpoint):
             self.trainer.should_stop = True
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_sum = getattr(self, "_eval_sum", [0, 0])
         x, y = batch
         self._eval_sum[0] += int((self.model.predict(x) == _pm1(y)).sum())
         self._eval_sum[1] += len(y)
 
     def _eval_end(self, key: str) -> None:
-        c, n = getattr(self, "_eval_sum", [0, 0])
+        c, n = self._eval_sum
         self._eval_sum = [0, 0]
         if n:
             log_scalars(self, {key: c / n})
@@ -212,15 +212,22 @@ class HopfieldTask(_HistoryInCheckpoint):
     def on_train_epoch_end(self) -> None:
         self.trainer.should_stop = True  # Hebbian storage is one pass
 
+    def on_test_epoch_start(self) -> None:
+        self._parts: list[dict[str, Tensor]] = []
+
     def test_step(self, batch, batch_idx: int) -> None:
         probes, idx = batch
         stored = self.trainer.datamodule.train.x.to(probes.device)[idx]
-        settled, sweeps = self.model.settle(probes, self.max_sweeps, seed=self.seed)
-        m0, m1 = overlap(probes, stored), overlap(settled, stored)
-        self.result = {"probes": probes.cpu(), "settled": settled.cpu(), "stored": stored.cpu(), "sweeps": sweeps,
-                       "energy_start": self.model.energy(probes).cpu(), "energy_end": self.model.energy(settled).cpu()}
+        settled, sweeps = self.model.settle(probes, self.max_sweeps, seed=self.seed + batch_idx)
+        self._parts.append({"probes": probes.cpu(), "settled": settled.cpu(), "stored": stored.cpu(),
+                            "sweeps": torch.tensor([sweeps])})
+
+    def on_test_epoch_end(self) -> None:
+        r = {k: torch.cat([p[k] for p in self._parts]) for k in ("probes", "settled", "stored", "sweeps")}
+        m0, m1 = overlap(r["probes"], r["stored"]), overlap(r["settled"], r["stored"])
+        self.result = r
         log_scalars(self, {"test/overlap_start": m0.mean(), "test/overlap": m1.mean(),
-                           "test/recalled": (m1 >= 0.95).float().mean(), "test/sweeps": sweeps})
+                           "test/recalled": (m1 >= 0.95).float().mean(), "test/sweeps": r["sweeps"].max()})
 
     def summary_metrics(self, datamodule) -> dict[str, Any]:
         hist = get_history(self)
