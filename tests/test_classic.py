@@ -250,6 +250,14 @@ def test_perceptron_experiment_runs(make_cfg):
     assert s["steps"] == 300 and "decision_boundary.png" in os.listdir(f"{out}/figures")
 
 
+def test_decision_boundary_refuses_data_that_are_not_2d(make_cfg):
+    from whylearn.train import run
+
+    cfg = make_cfg(["experiment=perceptron_separable", "data.d=3", "logger=csv"], sub="d3")
+    with pytest.raises(ValueError, match="2-D data; these inputs have 3 features"):
+        run(cfg)
+
+
 def test_sweep_experiments_run(make_cfg):
     import os
 

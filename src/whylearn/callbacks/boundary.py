@@ -23,6 +23,12 @@ class DecisionBoundary(Callback):
     def __init__(self, name: str = "decision_boundary", resolution: int = 200) -> None:
         self.name, self.resolution = name, int(resolution)
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        d = trainer.datamodule.train.x.flatten(1).shape[1]
+        if d != 2:  # fail before training, not after it
+            raise ValueError(f"DecisionBoundary draws 2-D data; these inputs have {d} features "
+                             f"(drop it with callbacks.decision_boundary=null)")
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from whylearn.analysis.classic import plot_decision_boundary
 
