@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 
 import lightning as L
 import torch
+import torchmetrics
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
@@ -88,6 +89,46 @@ def log_scalars(pl_module: L.LightningModule, metrics: dict[str, Any], step: int
         row = dict(values, epoch=trainer.current_epoch)
         for logger in trainer.loggers:
             logger.log_metrics(row, step=step)
+
+
+def _detach(v):
+    return [t.detach().cpu() for t in v] if isinstance(v, list) else v.detach().cpu()
+
+
+def _to(v, device):
+    return [t.to(device) for t in v] if isinstance(v, list) else v.to(device)
+
+
+def rng_state() -> dict:
+    """This process's global RNG states (torch, CUDA, numpy, random) as tensors and plain tuples,
+    so a checkpoint holding them still loads with ``torch.load(weights_only=True)``."""
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "python": (version, torch.tensor(py_state, dtype=torch.int64), py_gauss),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` recorded."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, py_state, py_gauss = state["python"]
+    random.setstate((version, tuple(int(v) for v in py_state.tolist()), py_gauss))
 
 
 def _overrides(cb: Callback, hook: str) -> bool:
@@ -213,12 +254,37 @@ class FastTask(L.LightningModule):
             log_scalars(self, {"train/loss_epoch": self._epoch_loss_sum / self._epoch_steps})
 
     # -- history in checkpoints --------------------------------------------------------
+    # The global RNG states (torch, numpy, random; this rank's) are saved too, so dropout and any
+    # other draw continue as in an uninterrupted run (the data order is keyed on (seed, epoch)).
+    # A checkpoint saved mid-epoch (on a signal) also keeps the running epoch sums and the
+    # torchmetrics states, since Lightning does not call on_train_epoch_start when it resumes there.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["whylearn_history"] = get_history(self).state_dict()
+        checkpoint["whylearn_rng"] = rng_state()
+        checkpoint["whylearn_epoch"] = {
+            "loss_sum": None if self._epoch_loss_sum is None else self._epoch_loss_sum.detach().cpu(),
+            "steps": self._epoch_steps,
+            "metrics": {name: ({k: _detach(v) for k, v in m.metric_state.items()}, int(m._update_count))
+                        for name, m in self.named_modules() if isinstance(m, torchmetrics.Metric)},
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "whylearn_history" in checkpoint:
             get_history(self).load_state_dict(checkpoint["whylearn_history"])
+        if "whylearn_rng" in checkpoint:
+            set_rng_state(checkpoint["whylearn_rng"])
+        if "whylearn_epoch" in checkpoint:
+            state = checkpoint["whylearn_epoch"]
+            loss_sum = state["loss_sum"]
+            self._epoch_loss_sum = None if loss_sum is None else loss_sum.to(self.device)
+            self._epoch_steps = int(state["steps"])
+            modules = dict(self.named_modules())
+            for name, (values, count) in state["metrics"].items():
+                m = modules.get(name)
+                if isinstance(m, torchmetrics.Metric):
+                    for k, v in values.items():
+                        setattr(m, k, _to(v, self.device))
+                    m._update_count, m._computed = count, None
 
     def log_scalars(self, metrics: dict[str, Any], step: int | None = None) -> None:
         log_scalars(self, metrics, step)
