@@ -73,6 +73,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     import torch
 
+    from whylearn import jobs
     from whylearn.analysis.figures import plot_run
     from whylearn.tasks.base import get_history
 
@@ -89,16 +90,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     build.check_model_data(model, dm)
     task = build.build_task(cfg, model, dm)
     task.run_config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = build.build_callbacks(cfg)
-    loggers = build.build_loggers(cfg)
+    ckpt_dir = out / "checkpoints"
+    resume_from = jobs.resolve_ckpt_path(cfg.get("ckpt_path"), out)
+    callbacks = build.build_callbacks(cfg) + [jobs.GracefulStop(ckpt_dir / "last.ckpt")]
+    loggers = build.build_loggers(cfg, run_dir=out)
+    if resume_from:
+        jobs.continue_csv_loggers(loggers, jobs.checkpoint_step(resume_from))
     trainer = build.build_trainer(cfg, callbacks, loggers)
     summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running",
                                "params": sum(p.numel() for p in model.parameters()), **getattr(dm, "describe", dict)()}
     summary_path = out / "summary.json"
-    ckpt_dir = out / "checkpoints"
     try:
         t0 = time.perf_counter()
-        trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(task, datamodule=dm, ckpt_path=resume_from)
         fit_time = time.perf_counter() - t0
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
@@ -117,7 +121,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 summary[key] = hist.last(key)
         summary.update(_final_weight_norms(trainer, task))
     except BaseException as e:
-        summary.update({"status": "failed", "error": f"{type(e).__name__}: {e}", "steps": int(trainer.global_step)})
+        status = "interrupted" if isinstance(e, (jobs.Preempted, KeyboardInterrupt, SystemExit)) else "failed"
+        summary.update({"status": status, "error": f"{type(e).__name__}: {e}", "steps": int(trainer.global_step)})
         write_summary(summary_path, summary)
         plot_run(get_history(task), out / "figures")
         _finish_wandb(loggers)
