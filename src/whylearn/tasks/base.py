@@ -23,6 +23,7 @@ is saved in checkpoints.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from typing import Any, Callable, Iterable
 
@@ -88,7 +89,12 @@ def log_scalars(pl_module: L.LightningModule, metrics: dict[str, Any], step: int
     if trainer.is_global_zero:
         row = dict(values, epoch=trainer.current_epoch)
         for logger in trainer.loggers:
-            logger.log_metrics(row, step=step)
+            try:
+                logger.log_metrics(row, step=step)
+            except OSError as e:  # e.g. W&B's service process killed by the signal that preempts the job
+                warnings.warn(f"logger {type(logger).__name__} failed ({type(e).__name__}: {e}); it is dropped "
+                              f"for the rest of the run, training and checkpoints go on", stacklevel=2)
+                trainer.loggers = [lg for lg in trainer.loggers if lg is not logger]
 
 
 def _detach(v):
