@@ -125,7 +125,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         summary.update({"status": status, "error": f"{type(e).__name__}: {e}", "steps": int(trainer.global_step)})
         write_summary(summary_path, summary)
         plot_run(get_history(task), out / "figures")
-        _finish_wandb(loggers)
+        try:  # a signal may also have stopped W&B's service process: keep the original error
+            _finish_wandb(loggers)
+        except Exception as wandb_error:
+            log.warning("could not finish the W&B run: %s", wandb_error)
         log.error("run failed at step %d: %s\nsummary (with the error): %s\ncheckpoints kept in: %s",
                   trainer.global_step, e, summary_path, ckpt_dir)
         raise
