@@ -47,14 +47,23 @@ log = logging.getLogger("whylearn")
 STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")
 
 
-class Preempted(Exception):
-    """The run stopped on a signal after saving ``checkpoints/last.ckpt``; it resumes from there."""
+class Preempted(SystemExit):
+    """The run stopped on a signal after saving ``checkpoints/last.ckpt``; it resumes from there.
+
+    A ``SystemExit`` (exit status 128 + the signal's number), not an ``Exception``: Hydra's job
+    runner and submitit let it through, so a preempted submitit job leaves no result behind and
+    the submitting side keeps waiting for the requeued job instead of reading a failure.
+    """
 
     def __init__(self, signum: int, ckpt: Path | None, step: int) -> None:
         self.signum, self.ckpt, self.step = signum, ckpt, step
         name = signal.Signals(signum).name
         where = f"checkpoint saved at step {step}: {ckpt}" if ckpt else f"no checkpoint saved (step {step})"
-        super().__init__(f"stopped by {name}; {where}")
+        super().__init__(128 + int(signum))
+        self.message = f"stopped by {name}; {where}"
+
+    def __str__(self) -> str:
+        return self.message
 
 
 # -- resuming ---------------------------------------------------------------------------
@@ -149,8 +158,9 @@ class GracefulStop(Callback):
         ckpt_path: where to save (``<run_dir>/checkpoints/last.ckpt``), atomically.
         signals: names of the signals to handle.
 
-    The handlers are installed when fit starts (replacing Lightning's SIGTERM handler
-    for the duration of fit) and the previous ones are put back when it ends. Under
+    The handlers are installed when training starts (after Lightning registered its own
+    SIGTERM handler, which they replace: it would stop the loop without a checkpoint) and
+    the previous ones are put back when fit ends. Under
     data parallelism the ranks agree (any rank signalled stops all) before saving.
     After saving, SIGUSR2 inside a submitit job is passed to submitit's own handler,
     which requeues the job; otherwise :class:`Preempted` is raised.
@@ -168,7 +178,7 @@ class GracefulStop(Callback):
                         signal.Signals(signum).name)
         self.received = signum
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
         import threading
 
         if threading.current_thread() is not threading.main_thread():
@@ -182,7 +192,7 @@ class GracefulStop(Callback):
             signal.signal(s, h if h is not None else signal.SIG_DFL)
         self._previous = {}
 
-    def on_fit_end(self, trainer, pl_module) -> None:
+    def on_train_end(self, trainer, pl_module) -> None:
         self._restore()
 
     def on_exception(self, trainer, pl_module, exception) -> None:
@@ -224,16 +234,18 @@ def _is_submitit_handler(handler: Any) -> bool:
 class SignalAtStep(Callback):
     """Fault injection: at optimizer step ``step`` (first attempt only), send a stop signal the real way.
 
-    ``how``: ``kill`` (``os.kill`` of this process), ``scancel`` (``scancel --signal=<sig> <job>``:
+    ``signal_name`` defaults to SIGUSR2 for ``scancel`` and SIGTERM otherwise. ``how``: ``kill`` (``os.kill`` of this process), ``scancel`` (``scancel --signal=<sig> <job>``:
     SLURM delivers it to the job's tasks, as before a time limit) or ``requeue``
     (``scontrol requeue <job>``: SLURM terminates the job with SIGTERM and queues it again).
     Only rank 0 sends; a requeued job (``SLURM_RESTART_COUNT`` > 0) or a resumed run past
     ``step`` sends nothing. Used by the tests; also a way to check a cluster set-up.
     """
 
-    def __init__(self, step: int, signal_name: str = "SIGTERM", how: str = "kill") -> None:
+    def __init__(self, step: int, signal_name: str | None = None, how: str = "kill") -> None:
         if how not in ("kill", "scancel", "requeue"):
             raise ValueError(f"unknown how {how!r}; allowed: ['kill', 'scancel', 'requeue']")
+        if signal_name is None:  # scancel: the time-limit warning submitit asks for; else a termination
+            signal_name = "SIGUSR2" if how == "scancel" else "SIGTERM"
         self.step, self.signal_name, self.how = int(step), signal_name, how
         self._sent = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
 
