@@ -212,6 +212,7 @@ class FastTask(L.LightningModule):
         max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps >= 0 else math.inf
         hooks, clip = self._step_hooks, self.gradient_clip_val
         first_step = trainer.global_step
+        distributed = trainer.world_size > 1
         losses: list[Tensor] = []
         kept: list[Any] = []
         xs, ys = chunk
@@ -220,7 +221,10 @@ class FastTask(L.LightningModule):
                 break
             loss, keep = self.step_loss(x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if distributed:  # DDP averages the gradients only in a backward that Lightning prepared
+                self.manual_backward(loss)
+            else:
+                loss.backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.parameters(), clip)
             for cb in hooks:
@@ -246,6 +250,8 @@ class FastTask(L.LightningModule):
         self._epoch_steps += len(losses)
         every = self.log_every_n_steps
         due = [i for i in range(len(losses)) if (first_step + i + 1) % every == 0]
+        if due and trainer.world_size > 1:  # the loss of the global batch: the mean over ranks
+            stacked = trainer.strategy.reduce(stacked, reduce_op="mean")
         if due:
             lr = opt.param_groups[0]["lr"]
             for i in due:
@@ -257,7 +263,10 @@ class FastTask(L.LightningModule):
         if self.scheduler_factory is not None and self.scheduler_interval == "epoch":
             self.lr_schedulers().step()
         if self._epoch_steps:
-            log_scalars(self, {"train/loss_epoch": self._epoch_loss_sum / self._epoch_steps})
+            loss_epoch = self._epoch_loss_sum / self._epoch_steps
+            if self.trainer.world_size > 1:
+                loss_epoch = self.trainer.strategy.reduce(loss_epoch, reduce_op="mean")
+            log_scalars(self, {"train/loss_epoch": loss_epoch})
 
     # -- history in checkpoints --------------------------------------------------------
     # The global RNG states (torch, numpy, random; this rank's) are saved too, so dropout and any
