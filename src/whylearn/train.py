@@ -80,7 +80,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _quiet_third_parties()
     out = build.run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    zero = rank_zero_only.rank == 0  # under DDP every rank runs this; rank 0 alone writes files
+    if zero:
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -123,8 +127,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as e:
         status = "interrupted" if isinstance(e, (jobs.Preempted, KeyboardInterrupt, SystemExit)) else "failed"
         summary.update({"status": status, "error": f"{type(e).__name__}: {e}", "steps": int(trainer.global_step)})
-        write_summary(summary_path, summary)
-        plot_run(get_history(task), out / "figures")
+        if zero:
+            write_summary(summary_path, summary)
+            plot_run(get_history(task), out / "figures")
         try:  # a signal may also have stopped W&B's service process: keep the original error
             _finish_wandb(loggers)
         except Exception as wandb_error:
@@ -132,6 +137,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.error("run failed at step %d: %s\nsummary (with the error): %s\ncheckpoints kept in: %s",
                   trainer.global_step, e, summary_path, ckpt_dir)
         raise
+    if not zero:
+        _finish_wandb(loggers)
+        return summary
     figures = plot_run(get_history(task), out / "figures")
     write_summary(summary_path, summary)
     for lg in loggers:
