@@ -103,8 +103,18 @@ def planned_steps(cfg: DictConfig, dm) -> int:
     max_steps = cfg.trainer.get("max_steps", -1)
     if max_steps is not None and max_steps > 0:
         return int(max_steps)
-    per_epoch = math.ceil(len(dm.train) / dm.batch_size) if not getattr(dm, "drop_last", False) else len(dm.train) // dm.batch_size
+    n = len(dm.train) // data_parallel_size(cfg)  # batch_size is per device: each rank sees 1/world of the data
+    per_epoch = math.ceil(n / dm.batch_size) if not getattr(dm, "drop_last", False) else n // dm.batch_size
     return int(cfg.trainer.max_epochs) * per_epoch
+
+
+def data_parallel_size(cfg: DictConfig) -> int:
+    """Processes that split the data: devices x num_nodes under a ddp strategy, else 1."""
+    t = cfg.trainer
+    if not str(t.get("strategy") or "").startswith("ddp"):
+        return 1
+    devices, nodes = t.get("devices", 1), t.get("num_nodes", 1) or 1
+    return int(devices) * int(nodes) if isinstance(devices, int) else 1
 
 
 def build_callbacks(cfg: DictConfig) -> list:
