@@ -178,7 +178,16 @@ def _report(cfg: DictConfig, out: Path, summary: dict, figures: list[Path], logg
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    summary = run(cfg)
+    from whylearn import sweeps
+
+    try:
+        summary = run(cfg)
+    except Exception as e:  # in a multirun, one failing job must not stop the others (whylearn.sweeps)
+        if not sweeps.in_multirun():
+            raise
+        log.exception("job failed: %s", e)
+        sweeps.record_failure(build.run_dir(cfg), e)
+        return float("nan")
     metric = cfg.get("optimized_metric")
     return summary.get(metric) if metric else None
 
