@@ -17,7 +17,8 @@ the optimizer steps of a Lightning training step, where the weights, the
 optimizer, the scheduler, the step counter and the data loader's position agree)
 every rank agrees to stop, ``checkpoints/last.ckpt`` is written atomically, and
 the run ends with :class:`Preempted`; on ``SIGUSR2`` inside a submitit job,
-submitit's own handler then requeues the job. A NaN loss raises
+submitit's own handler then requeues the job (in a plain sbatch job, e.g. ``slurm/train.sbatch``
+with ``--signal=USR2@...``, whylearn runs ``scontrol requeue`` itself). A NaN loss raises
 :class:`~whylearn.tasks.base.NonFiniteLossError` inside the training step, before
 any boundary, so a non-finite state is never saved: the last good checkpoint stays.
 
@@ -215,6 +216,14 @@ class GracefulStop(Callback):
         if signum == signal.SIGUSR2 and callable(previous) and _is_submitit_handler(previous):
             log.warning("SIGUSR2 in a submitit job: checkpoint at step %d saved, handing over to submitit to requeue", step)
             previous(signum, None)  # requeues and exits (SystemExit)
+        elif signum == signal.SIGUSR2 and slurm_job_key() and trainer.is_global_zero:
+            # an sbatch job (slurm/*.sbatch, --signal=USR2@...): the same signal, whylearn requeues it itself
+            job = slurm_job_key()
+            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            if done.returncode == 0:
+                log.warning("SIGUSR2: checkpoint at step %d saved, SLURM job %s requeued", step, job)
+            else:
+                log.error("SIGUSR2: checkpoint saved but `scontrol requeue %s` failed: %s", job, done.stderr.strip())
         raise Preempted(signum, self.ckpt_path, step)
 
     def save(self, trainer) -> None:
