@@ -89,6 +89,8 @@ def resolve_ckpt_path(ckpt_path: Any, run_dir: Path) -> str | None:
     value = str(ckpt_path)
     if value in ("none", "fresh"):
         return None
+    if value in ("best", "hpc", "registry"):  # Lightning's own keywords
+        return value
     if value == "last":
         if not last.is_file():
             raise FileNotFoundError(

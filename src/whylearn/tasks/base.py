@@ -184,6 +184,10 @@ class FastTask(L.LightningModule):
     def on_chunk_end(self, kept: list[Any]) -> None:
         """Called once per chunk with what :meth:`step_loss` kept for each step."""
 
+    def step_scalars(self, kept: Any) -> dict[str, Any]:
+        """Extra per-step scalars (e.g. the mini-batch accuracy), computed only on logging steps."""
+        return {}
+
     def parameter_groups(self) -> Iterable:
         return self.parameters()
 
@@ -255,7 +259,7 @@ class FastTask(L.LightningModule):
         if due:
             lr = opt.param_groups[0]["lr"]
             for i in due:
-                log_scalars(self, {"train/loss": stacked[i], "lr": lr}, step=first_step + i + 1)
+                log_scalars(self, {"train/loss": stacked[i], "lr": lr, **self.step_scalars(kept[i])}, step=first_step + i + 1)
         self.on_chunk_end(kept)
         return None
 
@@ -282,6 +286,8 @@ class FastTask(L.LightningModule):
             "metrics": {name: ({k: _detach(v) for k, v in m.metric_state.items()}, int(m._update_count))
                         for name, m in self.named_modules() if isinstance(m, torchmetrics.Metric)},
         }
+        if getattr(self, "run_config", None) is not None:
+            checkpoint["whylearn_config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "whylearn_history" in checkpoint:
