@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,3 +81,26 @@ def test_nan_loss_keeps_the_last_good_checkpoint(make_cfg, tmp_path):
     assert ckpt["global_step"] == 18  # saved at the end of epoch 0, before the blow-up
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert '"status": "failed"' in (tmp_path / "nan" / "summary.json").read_text()
+
+
+def test_run_dir_and_wandb_id_are_keyed_on_the_slurm_job(monkeypatch, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from whylearn.identity import run_id, wandb_run_id
+
+    for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(var, raising=False)
+    assert not run_id().startswith("slurm-")  # a timestamp outside SLURM
+    assert wandb_run_id(tmp_path / "a") == wandb_run_id(tmp_path / "a") != wandb_run_id(tmp_path / "b")
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4200")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    assert run_id() == "slurm-4200_7"
+    assert wandb_run_id(tmp_path / "a").startswith("4200_7-") and wandb_run_id(tmp_path / "a") == wandb_run_id(tmp_path / "a")
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(Path(__file__).resolve().parents[2] / "conf")):
+        cfg = compose("train", overrides=["experiment=mnist1d_mlp", f"paths.root_dir={tmp_path}"], return_hydra_config=True)
+    assert cfg.hydra.run.dir.endswith("outputs/mnist1d_mlp/runs/slurm-4200_7")  # what a requeued job finds again
