@@ -193,7 +193,7 @@ def main(cfg: DictConfig) -> float | None:
             raise
         log.exception("job failed: %s", e)
         sweeps.record_failure(build.run_dir(cfg), e)
-        return float("nan")
+        return None  # the Optuna sweeper records a trial without a float value as failed
     metric = cfg.get("optimized_metric")
     return summary.get(metric) if metric else None
 
