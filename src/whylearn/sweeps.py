@@ -2,8 +2,9 @@
 
 In a multirun (``-m``: the basic sweeper's grids, the joblib or submitit launchers, the Optuna
 sweeper), :func:`whylearn.train.main` catches an ordinary exception of a job, makes sure the job's
-folder holds a ``summary.json`` with ``status: failed`` and the error, and returns NaN (an Optuna
-trial then counts as failed, within ``max_failure_rate``). The other jobs run on and keep their
+folder holds a ``summary.json`` with ``status: failed`` and the error, and returns None (the
+Optuna sweeper then tells the study the trial failed, within ``max_failure_rate``; a NaN would not
+do: optuna 2.10 refuses it and the sweeper crashes). The other jobs run on and keep their
 results. :class:`SweepReport` (a Hydra callback, on in ``conf/hydra/default.yaml``) then writes
 ``sweep_summary.json`` in the sweep folder with every job's status and metric, logs a table, and
 ends the multirun with an error naming the failed jobs, so the exit status says it.

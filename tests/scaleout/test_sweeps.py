@@ -65,3 +65,21 @@ def test_optuna_search_resumes_from_its_storage_and_reports_the_best_value(tmp_p
     best = yaml.safe_load((tmp_path / "second" / "optimization_results.yaml").read_text())
     assert math.isclose(best["best_value"], min(val_losses), rel_tol=1e-9)  # the best over both runs
     assert set(best["best_params"]) == {"optimizer.lr", "optimizer.momentum", "data.batch_size"}
+
+
+def test_optuna_search_with_a_failing_trial_reports_the_best_of_the_others(tmp_path):
+    """In memory (no storage needed): label_noise 0.1 (trains) or 1.5 (a bad value), seeded sampler."""
+    res = whylearn(["-m", "hparams_search=mnist1d_optuna", "hydra.sweeper.sampler.seed=0", *TINY,
+                    "hydra.sweeper.storage=null", "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0.7",
+                    "hydra.sweeper.params=null", "data.label_noise=choice(0.1,1.5)",
+                    f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    out = res.stdout + res.stderr
+    jobs = [json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").glob("*/summary.json"))]
+    failed = [j for j in jobs if j["status"] == "failed"]
+    completed = [j for j in jobs if j["status"] == "completed"]
+    assert len(jobs) == 3 and failed and completed, [j["status"] for j in jobs]
+    assert all("label_noise must be a fraction in [0, 1], got 1.5" in j["error"] for j in failed)
+    assert res.returncode == 1 and f"SweepFailed: {len(failed)} of 3 jobs failed" in out, out[-3000:]
+    best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"data.label_noise": 0.1}
+    assert best["best_value"] == min(j["val/loss"] for j in completed)
