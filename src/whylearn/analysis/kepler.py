@@ -42,8 +42,7 @@ def train_forecaster(num_train: int, seed: int, data: dict, hidden: Sequence[int
     dm = KeplerDataModule(num_train=num_train, seed=seed, **data)
     dm.setup()
     model = MLP(input_size=2 * dm.window, num_classes=2, hidden=list(hidden), activation="gelu")
-    cosine = partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=max_steps)  # anneal to 0 over the run
-    task = ForecastTask(model, partial(torch.optim.AdamW, lr=lr, weight_decay=weight_decay), scheduler=cosine)
+    task = ForecastTask(model, partial(torch.optim.AdamW, lr=lr, weight_decay=weight_decay))
     trainer = L.Trainer(max_steps=max_steps, max_epochs=-1, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(out_dir) if out_dir else None)
