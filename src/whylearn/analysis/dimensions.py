@@ -213,7 +213,7 @@ def distance_concentration_experiment(out_dir: Path, data_dir: str | Path, dims:
         axes[0].loglog(res[kind]["dims"], res[kind]["pairwise"], style.replace("-", "--"), alpha=0.6,
                        label=f"{kind}, all pairs")
     d = np.array(dims, float)
-    axes[0].loglog(d, res["uniform"]["query"][0] * np.sqrt(d[0] / d), "k:", lw=1, label="~ 1/sqrt(d)")
+    axes[0].loglog(d, res["uniform"]["query"][-1] * np.sqrt(d[-1] / d), "k:", lw=1, label="~ 1/sqrt(d)")
     axes[0].loglog(mnist["dims"], mnist["query"], "D-", color="tab:red", label="MNIST + noise dims, query")
     axes[0].set_xlabel("dimension d")
     axes[0].set_ylabel("(D_max - D_min) / D_min")
