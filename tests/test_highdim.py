@@ -184,8 +184,24 @@ def test_forecaster_needs_many_observations():
     assert {"test_out/rmse", "implied_exponent", "test/rmse_linear_extrapolation"} <= set(large)
 
 
+def test_lstm_forecaster_shapes_and_errors():
+    from whylearn.analysis.kepler import build_forecaster
+    from whylearn.models import LSTMForecaster
+
+    net = LSTMForecaster(input_size=6, num_classes=2)
+    x = torch.randn(5, 6)
+    assert net(x).shape == (5, 2)
+    assert torch.allclose(net(x), net(x.view(5, 3, 2)))
+    with pytest.raises(ValueError, match="multiple"):
+        LSTMForecaster(input_size=5, num_classes=2)
+    with pytest.raises(ValueError, match="expected inputs"):
+        net(torch.randn(5, 8))
+    with pytest.raises(ValueError, match="allowed"):
+        build_forecaster("gru", 3, [8])
+
+
 # -- experiments through the entry point ---------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["distance_concentration", "knn", "pca", "kernels", "kepler", "kepler_mlp"])
+@pytest.mark.parametrize("name", ["distance_concentration", "knn", "pca", "kernels", "kepler", "kepler_lstm", "kepler_mlp"])
 def test_experiment_configs_compose(make_cfg, name):
     from hydra.utils import get_object
 
@@ -216,3 +232,12 @@ def test_kepler_mlp_runs_through_whylearn_train(make_cfg, tmp_path):
     summary = run(cfg)
     assert summary["status"] == "completed" and summary["steps"] == 64
     assert summary["test/rmse"] > 0 and "test_out/rmse" in summary and "implied_exponent" in summary
+
+
+def test_kepler_lstm_single_run_through_whylearn_train(make_cfg, tmp_path):
+    from whylearn.train import run
+
+    cfg = make_cfg(["experiment=kepler_mlp", "model=lstm_forecaster", "~model.hidden", "~model.activation", "logger=csv", "data.num_train=100",
+                    "data.num_test=100", "data.num_val=50", "trainer.max_steps=32"])
+    summary = run(cfg)
+    assert summary["status"] == "completed" and summary["steps"] == 32 and summary["test/rmse"] > 0

@@ -28,21 +28,34 @@ from whylearn.analysis.plotting import save_figure, subplots
 log = logging.getLogger("whylearn")
 
 
+MODELS = ("mlp", "lstm")
+
+
+def build_forecaster(model: str, window: int, hidden: Sequence[int]):
+    """``mlp``: MLP (2 * window) -> hidden... -> 2 with GELU; ``lstm``: an LSTM of width hidden[0] over the window."""
+    from whylearn.models import MLP, LSTMForecaster
+
+    if model == "mlp":
+        return MLP(input_size=2 * window, num_classes=2, hidden=list(hidden), activation="gelu")
+    if model == "lstm":
+        return LSTMForecaster(input_size=2 * window, num_classes=2, hidden_size=int(hidden[0]), num_layers=len(hidden))
+    raise ValueError(f"unknown forecaster {model!r}; allowed: {list(MODELS)}")
+
+
 def train_forecaster(num_train: int, seed: int, data: dict, hidden: Sequence[int], lr: float, max_steps: int,
-                     weight_decay: float = 0.0, out_dir: Path | None = None) -> dict[str, Any]:
-    """Train one MLP forecaster on ``num_train`` windows through a Lightning Trainer; return its summary."""
+                     weight_decay: float = 0.0, out_dir: Path | None = None, model: str = "mlp") -> dict[str, Any]:
+    """Train one forecaster (``mlp`` or ``lstm``) on ``num_train`` windows through a Lightning Trainer; return its summary."""
     import lightning as L
     import torch
 
     from whylearn.data.kepler import KeplerDataModule
-    from whylearn.models import MLP
     from whylearn.tasks.forecasting import ForecastTask
 
     L.seed_everything(seed, verbose=False)
     dm = KeplerDataModule(num_train=num_train, seed=seed, **data)
     dm.setup()
-    model = MLP(input_size=2 * dm.window, num_classes=2, hidden=list(hidden), activation="gelu")
-    task = ForecastTask(model, partial(torch.optim.AdamW, lr=lr, weight_decay=weight_decay))
+    net = build_forecaster(model, dm.window, hidden)
+    task = ForecastTask(net, partial(torch.optim.AdamW, lr=lr, weight_decay=weight_decay))
     trainer = L.Trainer(max_steps=max_steps, max_epochs=-1, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(out_dir) if out_dir else None)
@@ -59,7 +72,7 @@ def train_forecaster(num_train: int, seed: int, data: dict, hidden: Sequence[int
 def sample_efficiency(out_dir: Path, num_train: Sequence[int] = (30, 100, 300, 1000, 3000, 10000, 30000, 100000),
                       seeds: Sequence[int] = (0,), data: dict | None = None, hidden: Sequence[int] = (128, 128),
                       lr: float = 1e-3, max_steps: int = 4000, weight_decay: float = 0.0,
-                      kepler_observations: int = 30) -> dict[str, Any]:
+                      kepler_observations: int = 30, model: str = "mlp") -> dict[str, Any]:
     """Sweep N, train a forecaster per (N, seed), write figures and per-run summaries under ``out_dir``.
 
     Returns the sweep's numbers (errors in AU per N, averaged over seeds) for ``summary.json``.
@@ -68,13 +81,15 @@ def sample_efficiency(out_dir: Path, num_train: Sequence[int] = (30, 100, 300, 1
 
     from whylearn.data.kepler import KeplerDataModule
 
+    if model not in MODELS:
+        raise ValueError(f"unknown forecaster {model!r}; allowed: {list(MODELS)}")
     torch.set_num_threads(1)  # small MLPs: one thread is fastest, and two fight on a shared machine
     data = dict(data or {})
     rows = []
     for n in num_train:
         for seed in seeds:
             s = train_forecaster(int(n), int(seed), data, hidden, lr, max_steps, weight_decay,
-                                 out_dir / "runs" / f"N{n}_seed{seed}")
+                                 out_dir / "runs" / f"N{n}_seed{seed}", model)
             log.info("Kepler N=%d seed=%d: rmse in-window %.4g AU, after %.4g AU, implied exponent %.3f (%.1f s)",
                      n, seed, s["test/rmse"], s["test_out/rmse"], s.get("implied_exponent", float("nan")), s["fit_time_s"])
             rows.append(s)
@@ -101,7 +116,7 @@ def sample_efficiency(out_dir: Path, num_train: Sequence[int] = (30, 100, 300, 1
     ax.text(kepler_observations * 1.1, ax.get_ylim()[1] * 0.5, "Kepler's\ndata", color="tab:red", fontsize=8, va="top")
     ax.set_xlabel("N, training observation windows")
     ax.set_ylabel("forecast RMSE (AU), one step ahead")
-    ax.set_title("Sample efficiency of an MLP forecaster of the planets")
+    ax.set_title(f"Sample efficiency of an {model.upper()} forecaster of the planets")
     ax.legend(fontsize=8)
     save_figure(fig, figs / "kepler_sample_efficiency.png")
 
@@ -132,7 +147,7 @@ def sample_efficiency(out_dir: Path, num_train: Sequence[int] = (30, 100, 300, 1
 
     i_small = int(np.argmin(np.abs(Ns - kepler_observations)))
     return {
-        "num_train": [int(n) for n in num_train], "seeds": [int(s) for s in seeds],
+        "model": model, "num_train": [int(n) for n in num_train], "seeds": [int(s) for s in seeds],
         "rmse_in_window": [float(v) for v in rmse_in], "rmse_after_window": [float(v) for v in rmse_out],
         "rmse_train": [float(v) for v in rmse_train], "implied_exponent": [float(v) for v in expo],
         "rmse_linear_extrapolation": lin_in, "noise_au": ref.noise,
