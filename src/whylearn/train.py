@@ -84,6 +84,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
 
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+        from whylearn.checkpoints import load_checkpoint
+
+        load_checkpoint(ckpt_path)  # a clear error for a missing or corrupt file, before anything is written
     dm = build.build_datamodule(cfg)
     model = build.build_model(cfg, dm)
     build.check_model_data(model, dm)
@@ -98,11 +103,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ckpt_dir = out / "checkpoints"
     try:
         t0 = time.perf_counter()
-        trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
         fit_time = time.perf_counter() - t0
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
-        trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
         if cfg.get("test_after_fit", True):
             trainer.test(task, datamodule=dm, verbose=False)
         summary.update(task.summary_metrics(dm) if hasattr(task, "summary_metrics") else {})
@@ -153,7 +158,8 @@ def _report(cfg: DictConfig, out: Path, summary: dict, figures: list[Path], logg
         if isinstance(lg, CSVLogger):
             lines.append(f"  metrics CSV: {Path(lg.log_dir) / 'metrics.csv'}")
         if isinstance(lg, WandbLogger):
-            lines.append(f"  W&B run:     {lg.save_dir}/wandb ({os.environ.get('WANDB_MODE', 'online')}; "
+            mode = "offline" if lg._offline or os.environ.get("WANDB_MODE") in ("offline", "dryrun") else "online"
+            lines.append(f"  W&B run:     {lg.save_dir}/wandb ({mode}; "
                          f"upload offline runs with `wandb sync {lg.save_dir}/wandb/offline-run-*`)")
     shown = {k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None}
     lines.append("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))

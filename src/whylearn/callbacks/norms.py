@@ -41,8 +41,8 @@ class WeightNorms(Callback):
     @torch.no_grad()
     def measure(self, pl_module: L.LightningModule) -> dict[str, float]:
         params = _named_params(pl_module)
-        if not params:  # a model without parameters (k-NN, a measurement): nothing has moved
-            return {"weights/l2_total": 0.0, "weights/dist_from_init": 0.0, "weights/rel_dist_from_init": 0.0}
+        if not params:  # e.g. a perceptron or Hopfield network, updated by hand, or a sweep task
+            return {}
         sq = {n: p.detach().float().pow(2).sum() for n, p in params}
         total = torch.stack(list(sq.values())).sum().sqrt()
         out = {"weights/l2_total": total}

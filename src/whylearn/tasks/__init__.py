@@ -7,3 +7,8 @@ from whylearn.tasks.forecasting import ForecastTask
 
 __all__ = ["FastTask", "History", "NonFiniteLossError", "get_history", "log_scalars", "ClassificationTask", "classification_loss",
            "AnalysisTask", "ForecastTask"]
+from whylearn.tasks.classic import (HopfieldCapacityTask, HopfieldTask, LMSSweepTask, PerceptronMarginSweepTask,
+                                    PerceptronTask, SweepTask, XORSweepTask)
+
+__all__ += ["HopfieldCapacityTask", "HopfieldTask", "LMSSweepTask", "PerceptronMarginSweepTask", "PerceptronTask",
+            "SweepTask", "XORSweepTask"]

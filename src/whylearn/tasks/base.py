@@ -137,6 +137,10 @@ class FastTask(L.LightningModule):
     def on_chunk_end(self, kept: list[Any]) -> None:
         """Called once per chunk with what :meth:`step_loss` kept for each step."""
 
+    def step_scalars(self, kept: Any) -> dict[str, Any]:
+        """Extra per-step scalars (e.g. the mini-batch accuracy), computed only on logging steps."""
+        return {}
+
     def parameter_groups(self) -> Iterable:
         return self.parameters()
 
@@ -202,7 +206,7 @@ class FastTask(L.LightningModule):
         if due:
             lr = opt.param_groups[0]["lr"]
             for i in due:
-                log_scalars(self, {"train/loss": stacked[i], "lr": lr}, step=first_step + i + 1)
+                log_scalars(self, {"train/loss": stacked[i], "lr": lr, **self.step_scalars(kept[i])}, step=first_step + i + 1)
         self.on_chunk_end(kept)
         return None
 
@@ -215,6 +219,8 @@ class FastTask(L.LightningModule):
     # -- history in checkpoints --------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["whylearn_history"] = get_history(self).state_dict()
+        if getattr(self, "run_config", None) is not None:
+            checkpoint["whylearn_config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "whylearn_history" in checkpoint:
