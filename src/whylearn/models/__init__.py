@@ -1,5 +1,13 @@
 """Models: plain ``nn.Module``s, no Lightning, importable alone."""
 
+from whylearn.models.lstm import LSTMForecaster
 from whylearn.models.mlp import MLP, Step, make_activation, mlp_num_params
+from whylearn.models.placeholder import NoModel
 
-__all__ = ["MLP", "Step", "make_activation", "mlp_num_params"]
+__all__ = ["MLP", "Step", "make_activation", "mlp_num_params", "NoModel", "LSTMForecaster"]
+from whylearn.models.adaline import Adaline, lms_bounds, run_lms
+from whylearn.models.hopfield import Hopfield, overlap
+from whylearn.models.perceptron import Perceptron, margin, novikoff_bound, train_perceptron
+
+__all__ += ["Adaline", "lms_bounds", "run_lms", "Hopfield", "overlap", "Perceptron", "margin", "novikoff_bound",
+            "train_perceptron"]
