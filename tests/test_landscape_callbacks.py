@@ -40,11 +40,11 @@ def test_callbacks_in_a_run_and_posthoc_on_its_checkpoint(make_cfg, tmp_path):
     from whylearn.analysis import posthoc
 
     ckpt = str(out / "checkpoints" / "last.ckpt")
-    s = posthoc.main(["sharpness", ckpt, "--samples", "0", "--iters", "200", "--tol", "1e-6"])
+    s = posthoc.run(["sharpness", ckpt, "--samples", "0", "--iters", "200", "--tol", "1e-6"])
     assert s["eigenvalues"][0] == pytest.approx(summary["sharpness/lambda_max"], rel=0.02)
-    same = posthoc.main(["interpolate", ckpt, ckpt, "--alphas", "3", "--samples", "100"])
+    same = posthoc.run(["interpolate", ckpt, ckpt, "--alphas", "3", "--samples", "100"])
     assert abs(same["barriers"]["train/loss"]) < 1e-6 and same["distance"] == 0
-    sl2 = posthoc.main(["slice", ckpt, "--grid", "3", "--samples", "100", "--splits", "train"])
+    sl2 = posthoc.run(["slice", ckpt, "--grid", "3", "--samples", "100", "--splits", "train"])
     assert sl2["min"] <= sl2["centre"] <= sl2["max"]
 
 
@@ -61,7 +61,7 @@ def test_linear_regions_callback_and_posthoc(make_cfg, tmp_path):
     assert (out / "figures" / "regions_plane.png").is_file()
     from whylearn.analysis import posthoc
 
-    r = posthoc.main(["regions", str(out / "checkpoints" / "last.ckpt"), "--pairs", "3", "--resolution", "50"])
+    r = posthoc.run(["regions", str(out / "checkpoints" / "last.ckpt"), "--pairs", "3", "--resolution", "50"])
     assert r["regions/line_total"] == pytest.approx(summary["regions/line_total"])
     assert r["patterns_train"]["total"] == summary["regions/patterns_train"]
 

@@ -180,7 +180,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run(argv: list[str] | None = None) -> dict:
+    """Parse ``argv`` (default: the command line), run the subcommand, print and return its result."""
     args = parser().parse_args(argv)
     if hasattr(args, "samples") and args.samples == 0:
         args.samples = None
@@ -192,6 +193,11 @@ def main(argv: list[str] | None = None) -> dict:
     json.dump(result, sys.stdout, indent=1, default=str)
     print()
     return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (returns None so that the exit status is 0)."""
+    run(argv)
 
 
 if __name__ == "__main__":
