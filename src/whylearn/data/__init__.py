@@ -4,24 +4,18 @@ from whylearn.data.base import ChunkLoader, EvalLoader, InMemoryDataModule, Spli
 from whylearn.data.idx import FashionMNISTDataModule, MNISTDataModule
 from whylearn.data.kepler import KeplerDataModule
 from whylearn.data.mnist1d import MNIST1DDataModule, make_mnist1d
-<<<<<<< HEAD
+from whylearn.data.placeholder import NoDataModule
+from whylearn.data.toy import PatternsDataModule, RegressionDataModule, ToyDataModule
 from whylearn.data.cifar import CIFAR10DataModule, load_cifar10
 from whylearn.data.corruptions import CORRUPTIONS, CorruptionMixin, with_corruption
 from whylearn.data.augment import Augment, AugmentMixin
 from whylearn.data.vision import CorruptedFashionMNISTDataModule, CorruptedMNISTDataModule
-=======
-from whylearn.data.placeholder import NoDataModule
-from whylearn.data.toy import PatternsDataModule, RegressionDataModule, ToyDataModule
->>>>>>> main
 
 __all__ = [
     "ChunkLoader", "EvalLoader", "InMemoryDataModule", "Split", "apply_label_noise",
     "MNIST1DDataModule", "make_mnist1d", "MNISTDataModule", "FashionMNISTDataModule",
-<<<<<<< HEAD
-    "CIFAR10DataModule", "load_cifar10", "CORRUPTIONS", "CorruptionMixin", "with_corruption", "Augment", "AugmentMixin",
-    "CorruptedMNISTDataModule", "CorruptedFashionMNISTDataModule",
-=======
     "KeplerDataModule", "NoDataModule",
     "ToyDataModule", "PatternsDataModule", "RegressionDataModule",
->>>>>>> main
+    "CIFAR10DataModule", "load_cifar10", "CORRUPTIONS", "CorruptionMixin", "with_corruption", "Augment", "AugmentMixin",
+    "CorruptedMNISTDataModule", "CorruptedFashionMNISTDataModule",
 ]
