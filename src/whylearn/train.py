@@ -55,6 +55,15 @@ def _log_figures(loggers: list, figures: list[Path]) -> None:
             lg.experiment.log({f"figures/{p.stem}": wandb.Image(str(p)) for p in figures})
 
 
+def _start_loggers(loggers: list) -> None:
+    """Start W&B now (it starts lazily at the first logged row otherwise, inside the training loop)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger) and lg._experiment is None:
+            lg.experiment  # noqa: B018 - the property starts the run
+
+
 def _finish_wandb(loggers: list) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
@@ -75,7 +84,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     from whylearn import jobs
     from whylearn.analysis.figures import plot_run
-    from whylearn.tasks.base import get_history
+    from whylearn.tasks.base import flush_logs, get_history
 
     _quiet_third_parties()
     out = build.run_dir(cfg)
@@ -106,6 +115,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if resume_from:
         jobs.continue_csv_loggers(loggers, jobs.checkpoint_step(resume_from))
     trainer = build.build_trainer(cfg, callbacks, loggers)
+    _start_loggers(loggers)
     summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running",
                                "params": sum(p.numel() for p in model.parameters()), **getattr(dm, "describe", dict)()}
     summary_path = out / "summary.json"
@@ -136,6 +146,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             write_summary(summary_path, summary)
             plot_run(get_history(task), out / "figures")
         try:  # a signal may also have stopped W&B's service process: keep the original error
+            flush_logs(task)
             _finish_wandb(loggers)
         except Exception as wandb_error:
             log.warning("could not finish the W&B run: %s", wandb_error)
@@ -145,6 +156,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not zero:
         _finish_wandb(loggers)
         return summary
+    flush_logs(task)
     figures = plot_run(get_history(task), out / "figures")
     write_summary(summary_path, summary)
     for lg in loggers:
