@@ -129,3 +129,12 @@ def test_flops_per_token_formula():
     n = model.num_params()
     assert n == sum(p.numel() for p in model.parameters()) - 64 * 128
     assert model.flops_per_token() == 6 * n + 12 * 4 * 4 * 32 * 64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # small models on a shared 2-core machine: one intra-op thread avoids OpenMP spin-waits
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
