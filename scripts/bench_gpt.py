@@ -117,7 +117,7 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     tmp = tempfile.mkdtemp(prefix="bench_gpt_")
     cfg = compose([f"experiment={args.experiment}", f"paths.data_dir={args.data_dir}", f"trainer.max_steps={args.steps}",
-                   f"data.steps_per_epoch={args.steps}", "trainer.limit_val_batches=0", "callbacks=none",
+                   f"data.steps_per_epoch={args.steps}", "+trainer.limit_val_batches=0", "callbacks=none",
                    "logger=csv", "test_after_fit=false", "task.sample_tokens=0"], tmp)
     rows = []
     for i in range(args.pairs):

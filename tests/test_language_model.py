@@ -79,3 +79,9 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def test_device_peak_flops_unknown_on_cpu():
+    from whylearn.tasks.language_model import device_peak_flops
+
+    assert device_peak_flops(torch.device("cpu"), "32-true") is None

@@ -36,9 +36,11 @@ PEAK_FLOPS = {
 
 
 def device_peak_flops(device: torch.device, precision: str = "32") -> float | None:
-    """The device's dense peak FLOP/s at ``precision`` ("32", "tf32", "16", "bf16"), or None if unknown (CPUs)."""
+    """The device's dense peak FLOP/s at ``precision`` ("32", "tf32", "16", "bf16", or Lightning's
+    "32-true", "bf16-mixed" ...), or None if unknown (CPUs, unlisted GPUs)."""
     if device.type != "cuda":
         return None
+    precision = str(precision).split("-")[0]  # Lightning's "32-true", "bf16-mixed", "16-mixed"
     name = torch.cuda.get_device_name(device)
     if precision == "32" and torch.backends.cuda.matmul.allow_tf32:
         precision = "tf32"
