@@ -10,7 +10,8 @@ Both sides train a fresh GPT of the ``shakespeare_char_cpu`` configuration (4 la
  - whylearn: ``whylearn.train``'s objects (datamodule, model, LanguageModelTask, Lightning Trainer)
    built from the composed experiment config, ``trainer.fit`` for the same number of steps
    (validation and measuring callbacks off, CSV logger on, as a bare ``whylearn-train`` run).
-The pairs alternate (plain, whylearn, plain, ...) so that load on a shared machine hits both sides;
+Each pair runs both sides back to back, plain first in even pairs and whylearn first in odd ones,
+so that warm-up and load drift on a shared machine hit both sides;
 the table reports tokens/s of each and their ratio per pair and the median.
 """
 
@@ -121,8 +122,12 @@ def main() -> None:
                    "logger=csv", "test_after_fit=false", "task.sample_tokens=0"], tmp)
     rows = []
     for i in range(args.pairs):
-        plain = plain_loop(cfg, args.steps, seed=i)
-        ours = whylearn_fit(cfg, args.steps, seed=i)
+        if i % 2 == 0:  # alternate which side goes first, so that warm-up and load drift hit both
+            plain = plain_loop(cfg, args.steps, seed=i)
+            ours = whylearn_fit(cfg, args.steps, seed=i)
+        else:
+            ours = whylearn_fit(cfg, args.steps, seed=i)
+            plain = plain_loop(cfg, args.steps, seed=i)
         rows.append({"pair": i, "plain_tokens_per_s": round(plain, 1), "whylearn_tokens_per_s": round(ours, 1),
                      "ratio": round(ours / plain, 4)})
         print(f"pair {i}: plain {plain:9.1f} tok/s   whylearn {ours:9.1f} tok/s   ratio {ours / plain:.3f}", flush=True)
