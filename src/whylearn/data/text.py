@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -215,7 +216,8 @@ class TextDataModule(L.LightningDataModule):
         tokenizer: ``char`` or ``bpe`` (byte-level BPE trained on the training part).
         bpe_vocab_size: vocabulary size of a trained BPE.
         tokenizer_file: load this ``tokenizers`` JSON file instead of training a BPE.
-        cache_dir: where the token ids and the tokenizer are cached (default: ``<text dir>/.whylearn_cache``);
+        cache_dir: where the token ids and the tokenizer are cached (default: ``~/.cache/whylearn/text``,
+            or ``$XDG_CACHE_HOME/whylearn/text``);
             the cache key hashes the text and the tokenizer settings.
         val_fraction: the last fraction of the text's characters is the validation part (0.1: 90/10).
         block_size: T, the context length of the windows.
@@ -284,10 +286,8 @@ class TextDataModule(L.LightningDataModule):
         h.update(json.dumps(settings, sort_keys=True).encode())
         if self.cache_dir is not None:
             base = Path(self.cache_dir)
-        elif self.path is not None:
-            base = Path(self.path).parent / ".whylearn_cache"
-        else:
-            base = Path.home() / ".cache" / "whylearn" / "text"
+        else:  # not beside the text: data folders are often read-only
+            base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whylearn" / "text"
         d = base / f"{self.tokenizer_kind}-{h.hexdigest()[:16]}"
         return {"dir": d, "train": d / "train.bin", "val": d / "val.bin", "tokenizer": d / "tokenizer.json",
                 "meta": d / "meta.json"}
