@@ -40,7 +40,8 @@ def compose(overrides: list[str], tmp_path: Path, config_name: str = "train"):
     with open_dict(cfg):
         cfg.paths.root_dir = str(tmp_path)
         cfg.paths.output_dir = str(tmp_path / "run")
-        cfg.progress = "none"
+        if not any(o.startswith("progress=") for o in overrides):
+            cfg.progress = "none"
         del cfg.hydra
     return cfg
 

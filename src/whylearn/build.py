@@ -103,8 +103,18 @@ def planned_steps(cfg: DictConfig, dm) -> int:
     max_steps = cfg.trainer.get("max_steps", -1)
     if max_steps is not None and max_steps > 0:
         return int(max_steps)
-    per_epoch = math.ceil(len(dm.train) / dm.batch_size) if not getattr(dm, "drop_last", False) else len(dm.train) // dm.batch_size
+    n = len(dm.train) // data_parallel_size(cfg)  # batch_size is per device: each rank sees 1/world of the data
+    per_epoch = math.ceil(n / dm.batch_size) if not getattr(dm, "drop_last", False) else n // dm.batch_size
     return int(cfg.trainer.max_epochs) * per_epoch
+
+
+def data_parallel_size(cfg: DictConfig) -> int:
+    """Processes that split the data: devices x num_nodes under a ddp strategy, else 1."""
+    t = cfg.trainer
+    if not str(t.get("strategy") or "").startswith("ddp"):
+        return 1
+    devices, nodes = t.get("devices", 1), t.get("num_nodes", 1) or 1
+    return int(devices) * int(nodes) if isinstance(devices, int) else 1
 
 
 def build_callbacks(cfg: DictConfig) -> list:
@@ -125,11 +135,22 @@ def build_callbacks(cfg: DictConfig) -> list:
     return callbacks
 
 
-def build_loggers(cfg: DictConfig) -> list:
-    """The configured loggers, plus a CSV logger in the run directory if none was configured (always on)."""
+def build_loggers(cfg: DictConfig, run_dir: Path | None = None) -> list:
+    """The configured loggers, plus a CSV logger in the run directory if none was configured (always on).
+
+    A W&B logger whose ``id`` is null gets the job's deterministic id (:func:`whylearn.identity.wandb_run_id`
+    of ``run_dir``) with ``resume="allow"``, so a requeued or resumed run continues the same W&B run.
+    """
     from lightning.pytorch.loggers import CSVLogger
 
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+    from whylearn.identity import wandb_run_id
+
+    def make(c: DictConfig):
+        if run_dir is not None and str(c.get("_target_", "")).endswith("wandb_logger") and c.get("id") is None:
+            return instantiate(c, id=wandb_run_id(run_dir), resume="allow")
+        return instantiate(c)
+
+    loggers = [make(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
     if not any(isinstance(lg, CSVLogger) for lg in loggers):
         loggers.append(CSVLogger(save_dir=cfg.paths.output_dir, name="csv", version=""))
     return loggers
@@ -139,9 +160,12 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     progress = cfg.get("progress", "auto")
     if progress == "auto":
         progress = "rich" if sys.stdout.isatty() else "lines"
+    from whylearn.jobs import lightning_cluster_plugins
+
+    extra = {"plugins": plugins} if (plugins := lightning_cluster_plugins(cfg.trainer)) else {}
     return instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=cfg.paths.output_dir,
-        enable_progress_bar=progress in ("rich", "tqdm"),
+        enable_progress_bar=progress in ("rich", "tqdm"), **extra,
     )
 
 

@@ -73,36 +73,49 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     import torch
 
+    from whylearn import jobs
     from whylearn.analysis.figures import plot_run
     from whylearn.tasks.base import get_history
 
     _quiet_third_parties()
     out = build.run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    zero = rank_zero_only.rank == 0  # under DDP every rank runs this; rank 0 alone writes files
+    if zero:
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
 
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
+        from whylearn.checkpoints import load_checkpoint
+
+        load_checkpoint(ckpt_path)  # a clear error for a missing or corrupt file, before anything is written
     dm = build.build_datamodule(cfg)
     model = build.build_model(cfg, dm)
     build.check_model_data(model, dm)
     task = build.build_task(cfg, model, dm)
     task.run_config = OmegaConf.to_container(cfg, resolve=True)
-    callbacks = build.build_callbacks(cfg)
-    loggers = build.build_loggers(cfg)
+    ckpt_dir = out / "checkpoints"
+    resume_from = jobs.resolve_ckpt_path(cfg.get("ckpt_path"), out)
+    callbacks = build.build_callbacks(cfg) + [jobs.GracefulStop(ckpt_dir / "last.ckpt")]
+    loggers = build.build_loggers(cfg, run_dir=out)
+    if resume_from:
+        jobs.continue_csv_loggers(loggers, jobs.checkpoint_step(resume_from))
     trainer = build.build_trainer(cfg, callbacks, loggers)
     summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running",
                                "params": sum(p.numel() for p in model.parameters()), **getattr(dm, "describe", dict)()}
     summary_path = out / "summary.json"
-    ckpt_dir = out / "checkpoints"
     try:
         t0 = time.perf_counter()
-        trainer.fit(task, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(task, datamodule=dm, ckpt_path=resume_from)
         fit_time = time.perf_counter() - t0
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
-        trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
         if cfg.get("test_after_fit", True):
             trainer.test(task, datamodule=dm, verbose=False)
         summary.update(task.summary_metrics(dm) if hasattr(task, "summary_metrics") else {})
@@ -117,13 +130,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 summary[key] = hist.last(key)
         summary.update(_final_weight_norms(trainer, task))
     except BaseException as e:
-        summary.update({"status": "failed", "error": f"{type(e).__name__}: {e}", "steps": int(trainer.global_step)})
-        write_summary(summary_path, summary)
-        plot_run(get_history(task), out / "figures")
-        _finish_wandb(loggers)
+        status = "interrupted" if isinstance(e, (jobs.Preempted, KeyboardInterrupt, SystemExit)) else "failed"
+        summary.update({"status": status, "error": f"{type(e).__name__}: {e}", "steps": int(trainer.global_step)})
+        if zero:
+            write_summary(summary_path, summary)
+            plot_run(get_history(task), out / "figures")
+        try:  # a signal may also have stopped W&B's service process: keep the original error
+            _finish_wandb(loggers)
+        except Exception as wandb_error:
+            log.warning("could not finish the W&B run: %s", wandb_error)
         log.error("run failed at step %d: %s\nsummary (with the error): %s\ncheckpoints kept in: %s",
                   trainer.global_step, e, summary_path, ckpt_dir)
         raise
+    if not zero:
+        _finish_wandb(loggers)
+        return summary
     figures = plot_run(get_history(task), out / "figures")
     write_summary(summary_path, summary)
     for lg in loggers:
@@ -153,7 +174,8 @@ def _report(cfg: DictConfig, out: Path, summary: dict, figures: list[Path], logg
         if isinstance(lg, CSVLogger):
             lines.append(f"  metrics CSV: {Path(lg.log_dir) / 'metrics.csv'}")
         if isinstance(lg, WandbLogger):
-            lines.append(f"  W&B run:     {lg.save_dir}/wandb ({os.environ.get('WANDB_MODE', 'online')}; "
+            mode = "offline" if lg._offline or os.environ.get("WANDB_MODE") in ("offline", "dryrun") else "online"
+            lines.append(f"  W&B run:     {lg.save_dir}/wandb ({mode}; "
                          f"upload offline runs with `wandb sync {lg.save_dir}/wandb/offline-run-*`)")
     shown = {k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None}
     lines.append("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
@@ -162,7 +184,16 @@ def _report(cfg: DictConfig, out: Path, summary: dict, figures: list[Path], logg
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    summary = run(cfg)
+    from whylearn import sweeps
+
+    try:
+        summary = run(cfg)
+    except Exception as e:  # in a multirun, one failing job must not stop the others (whylearn.sweeps)
+        if not sweeps.in_multirun():
+            raise
+        log.exception("job failed: %s", e)
+        sweeps.record_failure(build.run_dir(cfg), e)
+        return None  # the Optuna sweeper records a trial without a float value as failed
     metric = cfg.get("optimized_metric")
     return summary.get(metric) if metric else None
 

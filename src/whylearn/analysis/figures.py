@@ -16,7 +16,7 @@ from whylearn.tasks.base import History  # noqa: E402
 RUN_FIGURES = {
     "loss": ("Loss", "loss", [("train/loss", "train (per step)"), ("train_eval/loss", "train (eval mode)"),
                                ("val/loss", "validation")], True),
-    "accuracy": ("Accuracy", "accuracy", [("train/acc_epoch", "train (per epoch)"), ("train_eval/acc", "train (eval mode)"),
+    "accuracy": ("Accuracy", "accuracy", [("train/acc", "train (per step)"), ("train/acc_epoch", "train (per epoch)"), ("train_eval/acc", "train (eval mode)"),
                                           ("val/acc", "validation")], False),
     "generalization_gap": ("Generalization gap", "gap", [("gap/loss", "val loss - train loss"),
                                                          ("gap/acc", "train acc - val acc")], False),

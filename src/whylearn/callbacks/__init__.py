@@ -1,8 +1,14 @@
 """Callbacks that measure, usable with any whylearn task and model."""
 
+from whylearn.callbacks.boundary import DecisionBoundary
 from whylearn.callbacks.figures import AttentionMaps, CurveFigure
 from whylearn.callbacks.gap import GeneralizationGap
+from whylearn.callbacks.landscape import LinearRegions, LossLandscape, TimeToFit
+from whylearn.callbacks.noise import GradientNoise
 from whylearn.callbacks.norms import GradNorms, WeightNorms
 from whylearn.callbacks.progress import LogLines
+from whylearn.callbacks.sharpness import Sharpness
 
-__all__ = ["GeneralizationGap", "GradNorms", "WeightNorms", "LogLines", "AttentionMaps", "CurveFigure"]
+__all__ = ["DecisionBoundary", "GeneralizationGap", "GradNorms", "WeightNorms", "LogLines", "Sharpness", "LossLandscape",
+           "LinearRegions", "TimeToFit", "GradientNoise"]
+__all__ += ["AttentionMaps", "CurveFigure"]

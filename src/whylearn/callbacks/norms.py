@@ -41,6 +41,8 @@ class WeightNorms(Callback):
     @torch.no_grad()
     def measure(self, pl_module: L.LightningModule) -> dict[str, float]:
         params = _named_params(pl_module)
+        if not params:  # e.g. a perceptron or Hopfield network, updated by hand, or a sweep task
+            return {}
         sq = {n: p.detach().float().pow(2).sum() for n, p in params}
         total = torch.stack(list(sq.values())).sum().sqrt()
         out = {"weights/l2_total": total}

@@ -12,15 +12,25 @@ import torch
 from torch import Tensor, nn
 
 
+class _Heaviside(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return torch.zeros_like(grad)  # the true derivative, 0 almost everywhere
+
+
 class Step(nn.Module):
     """Heaviside threshold unit, 1 if x > 0 else 0 (McCulloch & Pitts 1943; Rosenblatt 1958).
 
     Its derivative is zero almost everywhere, so backpropagation through it gives
-    zero gradients: the reason the sigmoid replaced the threshold.
+    zero gradients to every layer below it: the reason the sigmoid replaced the threshold.
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x > 0).to(x.dtype)
+        return _Heaviside.apply(x)
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU, "step": Step}

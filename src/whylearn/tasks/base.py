@@ -23,11 +23,13 @@ is saved in checkpoints.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from typing import Any, Callable, Iterable
 
 import lightning as L
 import torch
+import torchmetrics
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
@@ -87,7 +89,52 @@ def log_scalars(pl_module: L.LightningModule, metrics: dict[str, Any], step: int
     if trainer.is_global_zero:
         row = dict(values, epoch=trainer.current_epoch)
         for logger in trainer.loggers:
-            logger.log_metrics(row, step=step)
+            try:
+                logger.log_metrics(row, step=step)
+            except OSError as e:  # e.g. W&B's service process killed by the signal that preempts the job
+                warnings.warn(f"logger {type(logger).__name__} failed ({type(e).__name__}: {e}); it is dropped "
+                              f"for the rest of the run, training and checkpoints go on", stacklevel=2)
+                trainer.loggers = [lg for lg in trainer.loggers if lg is not logger]
+
+
+def _detach(v):
+    return [t.detach().cpu() for t in v] if isinstance(v, list) else v.detach().cpu()
+
+
+def _to(v, device):
+    return [t.to(device) for t in v] if isinstance(v, list) else v.to(device)
+
+
+def rng_state() -> dict:
+    """This process's global RNG states (torch, CUDA, numpy, random) as tensors and plain tuples,
+    so a checkpoint holding them still loads with ``torch.load(weights_only=True)``."""
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "python": (version, torch.tensor(py_state, dtype=torch.int64), py_gauss),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` recorded."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, py_state, py_gauss = state["python"]
+    random.setstate((version, tuple(int(v) for v in py_state.tolist()), py_gauss))
 
 
 def _overrides(cb: Callback, hook: str) -> bool:
@@ -137,6 +184,10 @@ class FastTask(L.LightningModule):
     def on_chunk_end(self, kept: list[Any]) -> None:
         """Called once per chunk with what :meth:`step_loss` kept for each step."""
 
+    def step_scalars(self, kept: Any) -> dict[str, Any]:
+        """Extra per-step scalars (e.g. the mini-batch accuracy), computed only on logging steps."""
+        return {}
+
     def parameter_groups(self) -> Iterable:
         return self.parameters()
 
@@ -165,6 +216,7 @@ class FastTask(L.LightningModule):
         max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps >= 0 else math.inf
         hooks, clip = self._step_hooks, self.gradient_clip_val
         first_step = trainer.global_step
+        distributed = trainer.world_size > 1
         losses: list[Tensor] = []
         kept: list[Any] = []
         xs, ys = chunk
@@ -173,7 +225,10 @@ class FastTask(L.LightningModule):
                 break
             loss, keep = self.step_loss(x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if distributed:  # DDP averages the gradients only in a backward that Lightning prepared
+                self.manual_backward(loss)
+            else:
+                loss.backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.parameters(), clip)
             for cb in hooks:
@@ -199,10 +254,12 @@ class FastTask(L.LightningModule):
         self._epoch_steps += len(losses)
         every = self.log_every_n_steps
         due = [i for i in range(len(losses)) if (first_step + i + 1) % every == 0]
+        if due and trainer.world_size > 1:  # the loss of the global batch: the mean over ranks
+            stacked = trainer.strategy.reduce(stacked, reduce_op="mean")
         if due:
             lr = opt.param_groups[0]["lr"]
             for i in due:
-                log_scalars(self, {"train/loss": stacked[i], "lr": lr}, step=first_step + i + 1)
+                log_scalars(self, {"train/loss": stacked[i], "lr": lr, **self.step_scalars(kept[i])}, step=first_step + i + 1)
         self.on_chunk_end(kept)
         return None
 
@@ -210,15 +267,45 @@ class FastTask(L.LightningModule):
         if self.scheduler_factory is not None and self.scheduler_interval == "epoch":
             self.lr_schedulers().step()
         if self._epoch_steps:
-            log_scalars(self, {"train/loss_epoch": self._epoch_loss_sum / self._epoch_steps})
+            loss_epoch = self._epoch_loss_sum / self._epoch_steps
+            if self.trainer.world_size > 1:
+                loss_epoch = self.trainer.strategy.reduce(loss_epoch, reduce_op="mean")
+            log_scalars(self, {"train/loss_epoch": loss_epoch})
 
     # -- history in checkpoints --------------------------------------------------------
+    # The global RNG states (torch, numpy, random; this rank's) are saved too, so dropout and any
+    # other draw continue as in an uninterrupted run (the data order is keyed on (seed, epoch)).
+    # A checkpoint saved mid-epoch (on a signal) also keeps the running epoch sums and the
+    # torchmetrics states, since Lightning does not call on_train_epoch_start when it resumes there.
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["whylearn_history"] = get_history(self).state_dict()
+        checkpoint["whylearn_rng"] = rng_state()
+        checkpoint["whylearn_epoch"] = {
+            "loss_sum": None if self._epoch_loss_sum is None else self._epoch_loss_sum.detach().cpu(),
+            "steps": self._epoch_steps,
+            "metrics": {name: ({k: _detach(v) for k, v in m.metric_state.items()}, int(m._update_count))
+                        for name, m in self.named_modules() if isinstance(m, torchmetrics.Metric)},
+        }
+        if getattr(self, "run_config", None) is not None:
+            checkpoint["whylearn_config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "whylearn_history" in checkpoint:
             get_history(self).load_state_dict(checkpoint["whylearn_history"])
+        if "whylearn_rng" in checkpoint:
+            set_rng_state(checkpoint["whylearn_rng"])
+        if "whylearn_epoch" in checkpoint:
+            state = checkpoint["whylearn_epoch"]
+            loss_sum = state["loss_sum"]
+            self._epoch_loss_sum = None if loss_sum is None else loss_sum.to(self.device)
+            self._epoch_steps = int(state["steps"])
+            modules = dict(self.named_modules())
+            for name, (values, count) in state["metrics"].items():
+                m = modules.get(name)
+                if isinstance(m, torchmetrics.Metric):
+                    for k, v in values.items():
+                        setattr(m, k, _to(v, self.device))
+                    m._update_count, m._computed = count, None
 
     def log_scalars(self, metrics: dict[str, Any], step: int | None = None) -> None:
         log_scalars(self, metrics, step)

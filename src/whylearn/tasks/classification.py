@@ -35,7 +35,8 @@ def classification_loss(name: str, logits: Tensor, y: Tensor, reduction: str = "
 class ClassificationTask(FastTask):
     """Train ``model`` (any ``nn.Module`` mapping (B, ...) to logits (B, C)) to classify.
 
-    Logs ``train/loss`` every ``log_every_n_steps`` optimizer steps, ``train/loss_epoch``
+    Logs ``train/loss`` and ``train/acc`` (of that step's mini-batch) every ``log_every_n_steps``
+    optimizer steps, ``train/loss_epoch``
     and ``train/acc_epoch`` (training mode, running over the epoch), ``val/loss``,
     ``val/acc``, ``test/loss`` and ``test/acc`` (eval mode, exact over the split).
 
@@ -73,6 +74,10 @@ class ClassificationTask(FastTask):
     def step_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Any]:
         logits = self.model(x)
         return classification_loss(self.loss_name, logits, y), (logits.detach(), y)
+
+    def step_scalars(self, kept: Any) -> dict[str, Any]:
+        logits, y = kept
+        return {"train/acc": (logits.argmax(-1) == y).float().mean()}
 
     def on_chunk_end(self, kept: list[Any]) -> None:
         logits = torch.cat([k[0] for k in kept])
@@ -143,5 +148,6 @@ class ClassificationTask(FastTask):
         return {
             "train/loss": train["loss"], "train/acc": train["acc"], "val/loss": val["loss"], "val/acc": val["acc"],
             "gap/loss": val["loss"] - train["loss"], "gap/acc": train["acc"] - val["acc"],
+            **getattr(self, "extra_summary", {}),  # end-of-fit measurements that callbacks add (sharpness, landscape)
         }
 

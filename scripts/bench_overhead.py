@@ -1,0 +1,149 @@
+"""Speed of whylearn's hot loop against a plain PyTorch loop, side by side in one process.
+
+Both train the same MLP 40-100-100-10 on the same MNIST-1D tensors (4000 training
+samples, batch 100, SGD lr 0.01 momentum 0.9) for the same number of optimizer steps,
+alternating A B A B ... so drifts of the machine's speed hit both. whylearn runs its
+``mnist1d_mlp`` experiment as ``whylearn-train`` would, with the default callbacks
+(checkpoint, weight norms, grad norms, generalization gap) and loggers (CSV + W&B offline),
+through :func:`whylearn.train.run`.
+
+Reported, per pair, and as medians:
+  - steps/s of the training loop (Lightning's on_train_start to on_train_end: every
+    optimizer step plus whatever the callbacks, validation, logging and checkpoints do);
+  - steps/s of the whole fit call (adds Lightning's and W&B's start-up);
+  - the plain loop's steps/s, training only, and with the same evaluation of the validation
+    split at the same epochs as whylearn (a fairer twin).
+
+    python scripts/bench_overhead.py                 # 50 epochs x 3 pairs
+    python scripts/bench_overhead.py --epochs 100 --pairs 5 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from lightning.pytorch.callbacks import Callback  # noqa: E402
+from omegaconf import open_dict  # noqa: E402
+
+from whylearn.data import make_mnist1d  # noqa: E402
+from whylearn.models import MLP  # noqa: E402
+from whylearn.train import run  # noqa: E402
+
+
+class LoopTimer(Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.t0 = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        self.seconds = time.perf_counter() - self.t0
+        self.steps = trainer.global_step
+
+
+def whylearn_run(epochs: int, val_every: int, out: Path, extra: list[str]) -> tuple[float, float, int]:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose("train", overrides=["experiment=mnist1d_mlp", f"trainer.max_epochs={epochs}",
+                                          f"trainer.check_val_every_n_epoch={val_every}", "data.val_size=0",
+                                          "progress=none", *extra], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        cfg.callbacks.loop_timer = {"_target_": f"{__name__}.LoopTimer"}
+        del cfg.hydra
+    timer = {}
+    orig = L.Trainer.fit
+
+    def fit(self, *a, **k):
+        t = time.perf_counter()
+        res = orig(self, *a, **k)
+        timer["fit"] = time.perf_counter() - t
+        timer["loop"] = next(cb for cb in self.callbacks if isinstance(cb, LoopTimer))
+        return res
+
+    L.Trainer.fit = fit
+    try:
+        run(cfg)
+    finally:
+        L.Trainer.fit = orig
+    lt = timer["loop"]
+    return lt.steps / lt.seconds, lt.steps / timer["fit"], lt.steps
+
+
+def plain_run(epochs: int, val_every: int | None, x, y, xv, yv, seed: int = 0) -> float:
+    torch.manual_seed(seed)
+    model = MLP(40, 10, hidden=[100, 100])
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    g = torch.Generator().manual_seed(seed)
+    n, b, steps = x.shape[0], 100, 0
+    t = time.perf_counter()
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n, b):
+            idx = perm[i : i + b]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+        if val_every and (epoch + 1) % val_every == 0:
+            model.eval()
+            with torch.no_grad():
+                F.cross_entropy(model(xv), yv).item()
+            model.train()
+    return steps / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=50)
+    ap.add_argument("--val-every", type=int, default=5, help="validation interval in epochs (the experiment's)")
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for the whylearn side")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    d = make_mnist1d()
+    x, y, xv, yv = d["train"].x, d["train"].y, d["test"].x, d["test"].y
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        plain_run(2, None, x, y, xv, yv)  # warm-up
+        for i in range(args.pairs):
+            loop_sps, fit_sps, steps = whylearn_run(args.epochs, args.val_every, Path(tmp) / f"r{i}", args.overrides)
+            p = plain_run(args.epochs, None, x, y, xv, yv)
+            pv = plain_run(args.epochs, args.val_every, x, y, xv, yv)
+            rows.append((loop_sps, fit_sps, p, pv))
+            print(f"pair {i}: whylearn loop {loop_sps:7.0f} steps/s, whole fit {fit_sps:7.0f} | plain {p:7.0f}, "
+                  f"plain+val {pv:7.0f} | ratio loop/plain {loop_sps / p:.3f}, loop/plain+val {loop_sps / pv:.3f}, "
+                  f"fit/plain {fit_sps / p:.3f}  ({steps} steps)", flush=True)
+    med = lambda j: statistics.median(r[j] for r in rows)
+    ratio = lambda a, b: statistics.median(r[a] / r[b] for r in rows)
+    print(f"\nthreads {torch.get_num_threads()}, {args.epochs} epochs x 40 steps, validation every {args.val_every} epochs")
+    print("| measure | steps/s (median) |\n| --- | --- |")
+    print(f"| plain PyTorch loop | {med(2):.0f} |\n| plain loop + same validation | {med(3):.0f} |")
+    print(f"| whylearn training loop (default callbacks + CSV + W&B offline) | {med(0):.0f} |")
+    print(f"| whylearn whole fit call (with start-up) | {med(1):.0f} |")
+    print(f"\nratio whylearn loop / plain loop: {ratio(0, 2):.3f}")
+    print(f"ratio whylearn loop / plain loop with the same validation: {ratio(0, 3):.3f}")
+    print(f"ratio whylearn whole fit / plain loop: {ratio(1, 2):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Figures and tables across the runs of a Hydra multirun, for docs/experiments/landscape.md.
+
+    PYTHONPATH=src python scripts/landscape_figures.py eos      MULTIRUN_DIR --out docs/figures/edge_of_stability.png
+    PYTHONPATH=src python scripts/landscape_figures.py regions  MULTIRUN_DIR --out docs/figures/linear_regions.png
+    PYTHONPATH=src python scripts/landscape_figures.py init     MULTIRUN_DIR --out docs/figures/init_scale.png
+    PYTHONPATH=src python scripts/landscape_figures.py bslr     SWEEP_DIR    --out docs/figures/batch_size_lr.png
+
+Each run folder of the multirun (0/, 1/, ...) holds config.yaml, summary.json and csv/metrics.csv.
+Prints a Markdown table of the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import yaml  # noqa: E402
+
+
+def runs(multirun: Path) -> list[dict]:
+    out = []
+    for d in sorted((p for p in Path(multirun).iterdir() if (p / "summary.json").is_file()), key=lambda p: p.name):
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        summary = json.loads((d / "summary.json").read_text())
+        series: dict[str, list[tuple[int, float]]] = {}
+        with open(d / "csv" / "metrics.csv") as f:
+            for row in csv.DictReader(f):
+                for k, v in row.items():
+                    if v not in ("", None) and k not in ("epoch", "step"):
+                        series.setdefault(k, []).append((int(float(row["step"])), float(v)))
+        out.append({"dir": d, "cfg": cfg, "summary": summary, "series": series})
+    if not out:
+        raise SystemExit(f"no finished runs (summary.json) under {multirun}")
+    return out
+
+
+def xy(run, key):
+    pts = sorted(run["series"].get(key, []))
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def eos(rs, out: Path) -> None:
+    rs = sorted(rs, key=lambda r: r["cfg"]["optimizer"]["lr"])
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4))
+    print("| eta | 2/eta | sharpness at the end | mean over the last half | max | final train loss |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for i, r in enumerate(rs):
+        lr = r["cfg"]["optimizer"]["lr"]
+        c = f"C{i}"
+        s, l = xy(r, "train/loss")
+        a0.plot(s, l, color=c, lw=1, label=f"eta = {lr:g}")
+        s, lam = xy(r, "sharpness/lambda_max")
+        a1.plot(s, lam, color=c, lw=1.3, label=f"eta = {lr:g}")
+        a1.axhline(2 / lr, color=c, ls="--", lw=1)
+        half = [v for st, v in zip(s, lam) if st >= s[-1] / 2]
+        print(f"| {lr:g} | {2 / lr:.3g} | {lam[-1]:.3f} | {sum(half) / len(half):.3f} | {max(lam):.3f} | "
+              f"{r['summary'].get('train/loss', float('nan')):.4f} |")
+    a0.set_yscale("log")
+    a0.set_xlabel("step (full-batch GD)")
+    a0.set_ylabel("train loss (MSE)")
+    a1.set_xlabel("step (full-batch GD)")
+    a1.set_ylabel("sharpness (top Hessian eigenvalue)")
+    a1.set_title("dashed: 2 / eta")
+    for a in (a0, a1):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.suptitle("Edge of stability: tanh MLP, 1000 MNIST-1D samples")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def regions(rs, out: Path) -> None:
+    rs = sorted(rs, key=lambda r: len(r["cfg"]["model"]["hidden"]))
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4))
+    print("| hidden | params | neurons | regions per line (init) | (end) | per layer (end) | patterns train / test (fraction) | plane (300^2 grid) | test acc |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for i, r in enumerate(rs):
+        h = r["cfg"]["model"]["hidden"]
+        s, v = xy(r, "regions/line_total")
+        a0.plot(s, v, "o-", ms=3, color=f"C{i}", label=f"{h} ({sum(h)} neurons)")
+        sm = r["summary"]
+        layers = [sm.get(f"regions/line_layer{l}") for l in range(len(h))]
+        print(f"| {h} | {sm['params']} | {sum(h)} | {v[0]:.1f} | {sm['regions/line_total']:.1f} | "
+              f"{', '.join(f'{x:.1f}' for x in layers)} | {sm['regions/patterns_train']} ({sm['regions/patterns_train_fraction']:.3f}) / "
+              f"{sm['regions/patterns_test']} ({sm['regions/patterns_test_fraction']:.3f}) | {sm['regions/plane_total']} | "
+              f"{sm.get('test/acc', float('nan')):.3f} |")
+    depth = [len(r["cfg"]["model"]["hidden"]) for r in rs]
+    a1.plot(depth, [r["summary"]["regions/line_total"] for r in rs], "o-", label="regions per line (end)")
+    a1.plot(depth, [xy(r, "regions/line_total")[1][0] for r in rs], "s--", label="regions per line (init)")
+    a1.plot(depth, [sum(r["cfg"]["model"]["hidden"]) for r in rs], "k:", label="number of neurons")
+    a1.set_xlabel("depth (hidden layers), ~15.2k parameters each")
+    a1.set_ylabel("count")
+    a1.set_xticks(depth)
+    a0.set_xlabel("optimizer step")
+    a0.set_ylabel("regions per segment (mean of 20 pairs)")
+    for a in (a0, a1):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.suptitle("Linear regions of ReLU MLPs on MNIST-1D at a fixed parameter count")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def initial_norm(cfg) -> float:
+    """||theta_0|| of the run's MLP, rebuilt with its seed (the norm concentrates: any seed gives about the same)."""
+    import torch
+
+    from whylearn.models import MLP
+
+    torch.manual_seed(cfg["seed"])
+    m = cfg["model"]
+    net = MLP(40, 10, hidden=m["hidden"], init_scale=m["init_scale"])
+    return float(torch.cat([p.detach().flatten() for p in net.parameters()]).norm())
+
+
+def init(rs, out: Path) -> None:
+    rs = sorted(rs, key=lambda r: r["cfg"]["model"]["init_scale"])
+    sc = [r["cfg"]["model"]["init_scale"] for r in rs]
+    get = lambda k: [r["summary"].get(k) for r in rs]
+    print("| init scale | steps to 99% train acc | train acc | test acc | sharpness (init) | sharpness (end) | initial ||theta|| | final ||theta|| |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rs:
+        sm = r["summary"]
+        s0 = xy(r, "sharpness/lambda_max")[1]
+        print(f"| {r['cfg']['model']['init_scale']:g} | {sm.get('fit/steps_to_fit')} | {sm['train/acc']:.3f} | "
+              f"{sm.get('test/acc', float('nan')):.3f} | {s0[0]:.3g} | {sm.get('sharpness/lambda_max', float('nan')):.3g} | "
+              f"{initial_norm(r['cfg']):.3g} | {sm['weights/l2_total']:.3g} |")
+    fig, ax = plt.subplots(1, 4, figsize=(15, 3.6))
+    steps = [s if s is not None else float("nan") for s in get("fit/steps_to_fit")]
+    for a, vals, lab, logy in [(ax[0], steps, "steps to 99% train accuracy", True),
+                               (ax[1], get("test/acc"), "test accuracy", False),
+                               (ax[2], get("sharpness/lambda_max"), "sharpness at the end", True),
+                               (ax[3], get("weights/l2_total"), "final weight norm ||theta||", True)]:
+        a.plot(sc, vals, "o-")
+        a.set_xscale("log")
+        if logy:
+            a.set_yscale("log")
+        a.set_xlabel("initialization scale (x default)")
+        a.set_title(lab)
+        a.grid(alpha=0.3)
+    fig.suptitle("Initialization scale sweep: MLP 40-100-100-10 on MNIST-1D, Adam")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def bslr(rs, out: Path) -> None:
+    rs = sorted(rs, key=lambda r: r["cfg"]["data"]["batch_size"])
+    B = [r["cfg"]["data"]["batch_size"] for r in rs]
+    print("| batch size B | lr | lr / B | steps | train acc | test acc | sharpness (end) | 2 / lr | tr(Sigma) per sample | noise tr(Sigma)/B | B_simple |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rs:
+        sm, lr, b = r["summary"], r["cfg"]["optimizer"]["lr"], r["cfg"]["data"]["batch_size"]
+        print(f"| {b} | {lr:g} | {lr / b:g} | {sm['steps']} | {sm['train/acc']:.3f} | {sm.get('test/acc', float('nan')):.3f} | "
+              f"{sm.get('sharpness/lambda_max', float('nan')):.3g} | {2 / lr:.3g} | {sm.get('noise/trace_cov', float('nan')):.3g} | "
+              f"{sm.get('noise/minibatch', float('nan')):.3g} | {sm.get('noise/simple_noise_scale', float('nan')):.3g} |")
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    get = lambda k: [r["summary"].get(k) for r in rs]
+    for a, vals, lab in [(ax[0], get("test/acc"), "test accuracy"), (ax[1], get("sharpness/lambda_max"), "sharpness at the end"),
+                         (ax[2], get("noise/minibatch"), "mini-batch gradient noise tr(Sigma)/B")]:
+        a.plot(B, vals, "o-")
+        a.set_xscale("log")
+        if lab != "test accuracy":
+            a.set_yscale("log")
+        a.set_xlabel("batch size B (lr = 0.001 B)")
+        a.set_title(lab)
+        a.grid(alpha=0.3)
+    fig.suptitle("Batch size with the learning rate scaled: MLP on MNIST-1D, plain SGD, 20 epochs")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("kind", choices=["eos", "regions", "init", "bslr"])
+    p.add_argument("multirun", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args()
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    {"eos": eos, "regions": regions, "init": init, "bslr": bslr}[a.kind](runs(a.multirun), a.out)
+    print(f"\nfigure: {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Sweeps of the classic machines, as plain functions (tensors in, numbers out) and their figures.
+
+- :func:`xor_ensemble` / :func:`xor_sweep`: many seeds of a one-hidden-layer MLP on the four XOR
+  points, trained together by full-batch gradient descent (backpropagation, Rumelhart, Hinton &
+  Williams 1986), each seed initialized exactly as :class:`whylearn.models.MLP` with that seed.
+- :func:`perceptron_margin_sweep`: perceptron mistakes against Novikoff's (R/gamma)^2.
+- :func:`lms_sweep`: final error of full-batch and single-sample LMS over a grid of step sizes mu.
+- :func:`hopfield_capacity`: retrieval overlap against the load P/N (Amit et al. 1985).
+- :func:`plot_decision_boundary`: data and learned boundary of any 2-D classifier.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from whylearn.data.toy import corrupt, random_patterns, separable, xor_points  # noqa: E402
+from whylearn.models.adaline import lms_bounds, run_lms  # noqa: E402
+from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
+from whylearn.models.mlp import MLP, make_activation  # noqa: E402
+from whylearn.models.perceptron import Perceptron, novikoff_bound, train_perceptron  # noqa: E402
+
+
+# -- XOR ------------------------------------------------------------------------------------------
+def xor_ensemble(width: int, activation: str, seeds: Sequence[int], steps: int = 2000, lr: float = 1.0,
+                 momentum: float = 0.9, loss: str = "mse") -> dict[str, Tensor]:
+    """Train one MLP 2 -> width -> 2 per seed on the 4 XOR points, all seeds at once.
+
+    Each member starts from ``MLP(2, 2, [width], activation)`` built after ``torch.manual_seed(seed)``
+    and is trained by full-batch SGD (``lr``, ``momentum``) on ``loss``: ``mse`` (squared error
+    of softmax-free outputs against one-hot targets, mean over classes, as
+    :func:`whylearn.tasks.classification_loss`) or ``cross_entropy``. The members' losses are
+    summed, so their gradients do not mix: this equals training each MLP alone.
+
+    Returns dict: ``acc`` (S,) final accuracy on the 4 points, ``loss`` (S,), ``hidden_grad_norm``
+    (S,) norm of the first layer's gradient at initialization (0 for the step activation).
+    """
+    x, y = xor_points()
+    params = []
+    for s in seeds:
+        torch.manual_seed(int(s))
+        m = MLP(2, 2, hidden=[width], activation=activation)
+        l1, l2 = m.linear_layers()
+        params.append([l1.weight.T, l1.bias, l2.weight.T, l2.bias])
+    w1, b1, w2, b2 = (torch.stack([p[k].detach() for p in params]).clone().requires_grad_(True) for k in range(4))
+    act = make_activation(activation)
+    target = F.one_hot(y, 2).float()
+
+    def per_member_loss() -> tuple[Tensor, Tensor]:
+        h = act(torch.einsum("nd,sdh->snh", x, w1) + b1[:, None, :])
+        out = torch.einsum("snh,shc->snc", h, w2) + b2[:, None, :]
+        if loss == "mse":
+            return (out - target).pow(2).mean((1, 2)), out
+        if loss == "cross_entropy":
+            return F.cross_entropy(out.reshape(-1, 2), y.repeat(len(seeds)), reduction="none").view(len(seeds), 4).mean(1), out
+        raise ValueError(f"unknown loss {loss!r}; allowed: ['mse', 'cross_entropy']")
+
+    opt = torch.optim.SGD([w1, b1, w2, b2], lr=lr, momentum=momentum)
+    hidden_grad = None
+    for t in range(steps):
+        opt.zero_grad(set_to_none=True)
+        lvec, _ = per_member_loss()
+        lvec.sum().backward()
+        if t == 0:
+            g = w1.grad if w1.grad is not None else torch.zeros_like(w1)
+            gb = b1.grad if b1.grad is not None else torch.zeros_like(b1)
+            hidden_grad = (g.pow(2).sum((1, 2)) + gb.pow(2).sum(1)).sqrt()
+        opt.step()
+    with torch.no_grad():
+        lvec, out = per_member_loss()
+        acc = (out.argmax(-1) == y[None, :]).float().mean(1)
+    return {"acc": acc, "loss": lvec.detach(), "hidden_grad_norm": hidden_grad}
+
+
+def xor_sweep(widths: Sequence[int], activations: Sequence[str], seeds: Sequence[int], **kw) -> list[dict]:
+    """Success rate (final accuracy 4/4) of :func:`xor_ensemble` for every width and activation."""
+    rows = []
+    for act in activations:
+        for w in widths:
+            r = xor_ensemble(int(w), act, seeds, **kw)
+            rows.append({"activation": act, "width": int(w), "success_rate": float((r["acc"] == 1.0).float().mean()),
+                         "mean_acc": float(r["acc"].mean()), "max_acc": float(r["acc"].max()),
+                         "hidden_grad_norm_init": float(r["hidden_grad_norm"].mean())})
+    return rows
+
+
+# -- perceptron -----------------------------------------------------------------------------------
+def perceptron_margin_sweep(gammas: Sequence[float], dims: Sequence[int], seeds: Sequence[int], n: int = 200,
+                            radius: float = 1.0, max_epochs: int = 10_000) -> list[dict]:
+    """For each margin, dimension and seed: perceptron mistakes on :func:`separable` data and Novikoff's bound.
+
+    The bound is measured in the space the perceptron works in (bias input 1 appended), with the
+    generator's hyperplane (margin >= gamma), so it is (R_aug / gamma_aug)^2 with R_aug <= sqrt(R^2+1).
+    """
+    rows = []
+    for gamma in gammas:
+        for d in dims:
+            for s in seeds:
+                data = separable(n, int(d), float(gamma), radius, seed=int(s))
+                p = Perceptron(int(d)).double()
+                per_epoch = train_perceptron(p, data["x"], data["y"], max_epochs=max_epochs)
+                nb = novikoff_bound(data["x"], data["y"], data["w_star"], float(data["b_star"]))
+                rows.append({"gamma": float(gamma), "d": int(d), "seed": int(s), "mistakes": int(sum(per_epoch)),
+                             "epochs": len(per_epoch), "separated": per_epoch[-1] == 0, "bound": nb["bound"],
+                             "R": nb["R"], "gamma_measured": nb["gamma"], "bound_prescribed": (radius / gamma) ** 2})
+    return rows
+
+
+# -- LMS ------------------------------------------------------------------------------------------
+def lms_sweep(x: Tensor, y: Tensor, mus: Sequence[float], epochs: int = 20, seed: int = 0) -> dict:
+    """Train from zero by full-batch LMS (steepest descent) and single-sample LMS for each mu.
+
+    Returns dict with the bounds of :func:`whylearn.models.adaline.lms_bounds`, per-mu rows
+    (``mu``, ``full_mse``, ``full_diverged``, ``lms_mse``, ``lms_diverged``), and the measured
+    stability edges: the largest mu of the grid that did not diverge for each form.
+    A run counts as diverged if its training MSE exceeded 1e8 times the initial one, or ended
+    above the initial MSE (y^2 mean).
+    """
+    bounds = lms_bounds(x)
+    mse0 = float(y.double().pow(2).mean())
+    rows = []
+    for mu in mus:
+        full = run_lms(x, y, float(mu), epochs=epochs * 10, batch_size=x.shape[0], seed=None)
+        single = run_lms(x, y, float(mu), epochs=epochs, batch_size=1, seed=seed)
+        row = {"mu": float(mu)}
+        for name, r in (("full", full), ("lms", single)):
+            last = r["mse"][-1]
+            row[f"{name}_mse"] = last if math.isfinite(last) else float("inf")
+            row[f"{name}_diverged"] = bool(r["diverged"] or not last < mse0)
+        rows.append(row)
+    edge = lambda key: max([r["mu"] for r in rows if not r[f"{key}_diverged"]], default=float("nan"))
+    first_bad = lambda key: min([r["mu"] for r in rows if r[f"{key}_diverged"]], default=float("nan"))
+    return {**bounds, "rows": rows, "mse_initial": mse0, "mu_stable_full": edge("full"), "mu_diverge_full": first_bad("full"),
+            "mu_stable_lms": edge("lms"), "mu_diverge_lms": first_bad("lms")}
+
+
+# -- Hopfield ---------------------------------------------------------------------------------------
+def hopfield_recall(num_neurons: int, num_patterns: int, corruption: float = 0.1, seed: int = 0,
+                    max_sweeps: int = 30) -> dict[str, float]:
+    """Store P random patterns in N neurons, corrupt each, settle; mean final overlap and fraction recalled.
+
+    A pattern counts as recalled when the settled state's overlap with it is at least 0.95
+    (the fixed points of a loaded network sit a few percent of bits away from the patterns).
+    """
+    xi = random_patterns(num_patterns, num_neurons, seed=seed)
+    net = Hopfield(num_neurons)
+    net.store(xi)
+    probe = corrupt(xi, corruption, seed=seed + 1)
+    final, sweeps = net.settle(probe, max_sweeps=max_sweeps, seed=seed + 2)
+    m = overlap(final, xi)
+    return {"overlap": float(m.mean()), "recalled": float((m >= 0.95).float().mean()),
+            "overlap_start": float(overlap(probe, xi).mean()), "sweeps": sweeps}
+
+
+def hopfield_capacity(num_neurons: int, loads: Sequence[float], trials: int = 3, corruption: float = 0.1,
+                      seed: int = 0) -> list[dict]:
+    """:func:`hopfield_recall` averaged over ``trials`` seeds for each load alpha = P/N (P = round(alpha N), >= 1)."""
+    rows = []
+    for a in loads:
+        p = max(1, int(round(a * num_neurons)))
+        rs = [hopfield_recall(num_neurons, p, corruption, seed=seed + 100 * t) for t in range(trials)]
+        rows.append({"load": p / num_neurons, "P": p, "N": num_neurons,
+                     "overlap": sum(r["overlap"] for r in rs) / trials, "recalled": sum(r["recalled"] for r in rs) / trials})
+    return rows
+
+
+# -- figures --------------------------------------------------------------------------------------
+def plot_decision_boundary(predict: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, path: str | Path,
+                           title: str = "", resolution: int = 200) -> Path:
+    """Scatter 2-D points (n, 2) coloured by label and shade the regions of ``predict`` (grid (m, 2) -> labels (m,))."""
+    x, y = x.detach().cpu().float(), y.detach().cpu()
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"decision boundaries are drawn for 2-D inputs, got shape {tuple(x.shape)}")
+    lo, hi = x.min(0).values, x.max(0).values
+    pad = 0.15 * (hi - lo).clamp_min(1e-3)
+    gx, gy = torch.meshgrid(torch.linspace(lo[0] - pad[0], hi[0] + pad[0], resolution),
+                            torch.linspace(lo[1] - pad[1], hi[1] + pad[1], resolution), indexing="xy")
+    with torch.no_grad():
+        z = predict(torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)).reshape(resolution, resolution).float().cpu()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.contourf(gx, gy, z, levels=[-2, 0.5, 2], colors=["#cfe0f5", "#f7d3c8"], alpha=0.8)
+    ax.contour(gx, gy, z, levels=[0.5], colors="k", linewidths=1)
+    pos = y > 0
+    ax.scatter(x[~pos, 0], x[~pos, 1], s=14, c="#1f5fa8", label="class 0 / -1", edgecolors="none")
+    ax.scatter(x[pos, 0], x[pos, 1], s=14, c="#c0392b", marker="s", label="class 1 / +1", edgecolors="none")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_aspect("equal", adjustable="box")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

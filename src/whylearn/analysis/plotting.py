@@ -1,0 +1,27 @@
+"""Small matplotlib helpers shared by the analysis instruments (Agg backend, small PNGs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def subplots(ncols: int = 1, nrows: int = 1, width: float = 6.0, height: float = 4.0):
+    """A figure of ``nrows`` x ``ncols`` axes, each about ``width`` x ``height`` inches."""
+    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=True)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Save ``fig`` as a PNG (creating the folder), close it, return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for ax in fig.axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

@@ -1,0 +1,285 @@
+"""Jobs that stop and come back: deterministic run identity, checkpoint on a signal, resume.
+
+One requeue mechanism, chosen deliberately: **submitit's**. The SLURM launcher
+(``hydra/launcher=submitit_slurm``) asks SLURM for ``--signal=USR2@<signal_delay_s>``
+before the time limit; submitit resubmits the same pickled job (same Hydra
+config, hence the same run directory) with ``scontrol requeue``, counting
+time-outs against ``max_num_timeout``. Lightning's own SLURM auto-requeue
+(``SLURMEnvironment(auto_requeue=True)``, on USR1, saving ``hpc_ckpt_*.ckpt``
+from inside the signal handler, possibly in the middle of an optimizer step) is
+switched off by :func:`whylearn.build.build_trainer`, so there is one owner of
+the signal and one checkpoint file.
+
+What whylearn adds, in :class:`GracefulStop`: a signal (``SIGTERM``: a
+preemption, ``scancel`` or ``scontrol requeue``; ``SIGINT``: Ctrl-C; ``SIGUSR2``:
+the time-limit warning) only sets a flag. At the next *chunk boundary* (after
+the optimizer steps of a Lightning training step, where the weights, the
+optimizer, the scheduler, the step counter and the data loader's position agree)
+every rank agrees to stop, ``checkpoints/last.ckpt`` is written atomically, and
+the run ends with :class:`Preempted`; on ``SIGUSR2`` inside a submitit job,
+submitit's own handler then requeues the job (in a plain sbatch job, e.g. ``slurm/train.sbatch``
+with ``--signal=USR2@...``, whylearn runs ``scontrol requeue`` itself). A NaN loss raises
+:class:`~whylearn.tasks.base.NonFiniteLossError` inside the training step, before
+any boundary, so a non-finite state is never saved: the last good checkpoint stays.
+
+On restart the run finds its checkpoint because its directory is keyed on the job:
+``hydra.run.dir`` uses :func:`run_id` (``slurm-<job>`` or ``slurm-<array job>_<task>``
+inside SLURM, a timestamp outside), a submitit sweep re-runs the same pickled config
+(whose sweep directory was fixed when it was submitted), and the W&B run id is
+:func:`wandb_run_id` of the job, resumed with ``resume="allow"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import Callback
+
+from whylearn.identity import run_id, slurm_job_key, wandb_run_id  # noqa: F401  (re-exported)
+
+log = logging.getLogger("whylearn")
+
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")
+
+
+class Preempted(SystemExit):
+    """The run stopped on a signal after saving ``checkpoints/last.ckpt``; it resumes from there.
+
+    A ``SystemExit`` (exit status 128 + the signal's number), not an ``Exception``: Hydra's job
+    runner and submitit let it through, so a preempted submitit job leaves no result behind and
+    the submitting side keeps waiting for the requeued job instead of reading a failure.
+    """
+
+    def __init__(self, signum: int, ckpt: Path | None, step: int) -> None:
+        self.signum, self.ckpt, self.step = signum, ckpt, step
+        name = signal.Signals(signum).name
+        where = f"checkpoint saved at step {step}: {ckpt}" if ckpt else f"no checkpoint saved (step {step})"
+        super().__init__(128 + int(signum))
+        self.message = f"stopped by {name}; {where}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# -- resuming ---------------------------------------------------------------------------
+def resolve_ckpt_path(ckpt_path: Any, run_dir: Path) -> str | None:
+    """What ``ckpt_path`` means for this run directory.
+
+    - ``null`` (default): resume from ``<run_dir>/checkpoints/last.ckpt`` if it exists (a
+      requeued or restarted job), else start fresh;
+    - ``last``: that same file, which must exist;
+    - ``none``/``fresh``: start fresh even if a checkpoint exists;
+    - anything else: a path to a checkpoint, which must exist.
+
+    Raises:
+        FileNotFoundError: ``last`` or a path that does not exist, naming where it looked.
+    """
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if ckpt_path is None:
+        if last.is_file():
+            log.info("resuming from %s (a checkpoint of this run directory)", last)
+            return str(last)
+        return None
+    value = str(ckpt_path)
+    if value in ("none", "fresh"):
+        return None
+    if value in ("best", "hpc", "registry"):  # Lightning's own keywords
+        return value
+    if value == "last":
+        if not last.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path=last: no checkpoint at {last}. Resume a run by pointing at its directory, e.g. "
+                f"`whylearn-train ... ckpt_path=last hydra.run.dir=<the run's directory>`, or pass a checkpoint path."
+            )
+        return str(last)
+    if not Path(value).is_file():
+        raise FileNotFoundError(f"ckpt_path={value}: no such checkpoint file")
+    return value
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer step (``global_step``) a checkpoint was saved at."""
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False).get("global_step", 0))
+
+
+def continue_csv_loggers(loggers: list, after_step: int) -> None:
+    """Let each CSV logger of a resumed run continue its ``metrics.csv``.
+
+    Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts; this keeps the
+    rows up to ``after_step`` (the checkpoint's step: rows past it were logged by the stopped
+    run after its last checkpoint and are logged again), puts them back after the writer
+    started, and tells the writer the header so new rows are appended. Rank 0 only.
+    """
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
+    for lg in loggers:
+        if not isinstance(lg, CSVLogger):
+            continue
+        path = Path(lg.log_dir) / "metrics.csv"
+        if not path.is_file():
+            continue
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = list(reader.fieldnames or []), list(reader)
+        keep = [r for r in rows if "step" not in r or not r["step"] or int(float(r["step"])) <= after_step]
+        writer = lg.experiment  # starting the writer removes the file
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(keep)
+        writer.metrics_keys = sorted(fields)
+
+
+def lightning_cluster_plugins(trainer_cfg: Any) -> list:
+    """Under SLURM, Lightning's cluster environment with its auto-requeue off (see the module docstring)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if trainer_cfg.get("plugins") or not SLURMEnvironment.detect():
+        return []
+    return [SLURMEnvironment(auto_requeue=False)]
+
+
+# -- stopping on a signal ----------------------------------------------------------------
+
+class GracefulStop(Callback):
+    """On SIGTERM, SIGINT or SIGUSR2: save ``last.ckpt`` at the next chunk boundary and stop.
+
+    Args:
+        ckpt_path: where to save (``<run_dir>/checkpoints/last.ckpt``), atomically.
+        signals: names of the signals to handle.
+
+    The handlers are installed when training starts (after Lightning registered its own
+    SIGTERM handler, which they replace: it would stop the loop without a checkpoint) and
+    the previous ones are put back when fit ends. Under
+    data parallelism the ranks agree (any rank signalled stops all) before saving.
+    After saving, SIGUSR2 inside a submitit job is passed to submitit's own handler,
+    which requeues the job; otherwise :class:`Preempted` is raised.
+    """
+
+    def __init__(self, ckpt_path: Path | str, signals: tuple[str, ...] = STOP_SIGNALS) -> None:
+        self.ckpt_path = Path(ckpt_path)
+        self.signals = [getattr(signal, s) for s in signals]
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.received is None:
+            log.warning("received %s: saving a checkpoint at the next chunk boundary, then stopping",
+                        signal.Signals(signum).name)
+        self.received = signum
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in self.signals:
+            self._previous[s] = signal.getsignal(s)
+            signal.signal(s, self._handler)
+
+    def _restore(self) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore()
+
+    def _should_stop(self, trainer) -> bool:
+        stop = self.received is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        return stop
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self._should_stop(trainer):
+            return
+        signum = self.received or signal.SIGTERM
+        self.save(trainer)
+        step = trainer.global_step
+        previous = self._previous.get(signal.SIGUSR2)
+        self._restore()
+        if signum == signal.SIGUSR2 and callable(previous) and _is_submitit_handler(previous):
+            log.warning("SIGUSR2 in a submitit job: checkpoint at step %d saved, handing over to submitit to requeue", step)
+            previous(signum, None)  # requeues and exits (SystemExit)
+        elif signum == signal.SIGUSR2 and slurm_job_key() and trainer.is_global_zero:
+            # an sbatch job (slurm/*.sbatch, --signal=USR2@...): the same signal, whylearn requeues it itself
+            job = slurm_job_key()
+            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            if done.returncode == 0:
+                log.warning("SIGUSR2: checkpoint at step %d saved, SLURM job %s requeued", step, job)
+            else:
+                log.error("SIGUSR2: checkpoint saved but `scontrol requeue %s` failed: %s", job, done.stderr.strip())
+        raise Preempted(signum, self.ckpt_path, step)
+
+    def save(self, trainer) -> None:
+        self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt_path.with_name(self.ckpt_path.name + ".tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.ckpt_path)
+        trainer.strategy.barrier("whylearn_graceful_stop")
+
+
+def _is_submitit_handler(handler: Any) -> bool:
+    owner = getattr(handler, "__self__", None)
+    return type(owner).__module__.startswith("submitit")
+
+
+class SignalAtStep(Callback):
+    """Fault injection: at optimizer step ``step`` (first attempt only), send a stop signal the real way.
+
+    ``signal_name`` defaults to SIGUSR2 for ``scancel`` and SIGTERM otherwise. ``how``: ``kill`` (``os.kill`` of this process), ``scancel`` (``scancel --signal=<sig> <job>``:
+    SLURM delivers it to the job's tasks, as before a time limit) or ``requeue``
+    (``scontrol requeue <job>``: SLURM terminates the job with SIGTERM and queues it again).
+    Only rank 0 sends; a requeued job (``SLURM_RESTART_COUNT`` > 0) or a resumed run past
+    ``step`` sends nothing. Used by the tests; also a way to check a cluster set-up.
+    """
+
+    def __init__(self, step: int, signal_name: str | None = None, how: str = "kill") -> None:
+        if how not in ("kill", "scancel", "requeue"):
+            raise ValueError(f"unknown how {how!r}; allowed: ['kill', 'scancel', 'requeue']")
+        if signal_name is None:  # scancel: the time-limit warning submitit asks for; else a termination
+            signal_name = "SIGUSR2" if how == "scancel" else "SIGTERM"
+        self.step, self.signal_name, self.how = int(step), signal_name, how
+        self._sent = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._sent or trainer.global_step < self.step:
+            return
+        self._sent = True
+        if not trainer.is_global_zero:
+            return
+        log.warning("SignalAtStep: sending %s by %s at step %d", self.signal_name, self.how, trainer.global_step)
+        if self.how == "kill":
+            os.kill(os.getpid(), getattr(signal, self.signal_name))
+            return
+        job = slurm_job_key()
+        if job is None:
+            raise RuntimeError(f"SignalAtStep(how={self.how!r}) needs a SLURM job; SLURM_JOB_ID is not set")
+        if self.how == "scancel":
+            cmd = ["scancel", f"--signal={self.signal_name.removeprefix('SIG')}", job]
+        else:
+            cmd = ["scontrol", "requeue", job]
+        subprocess.run(cmd, check=True)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # a run resumed from a checkpoint past the step does not signal again
+        if trainer.global_step >= self.step:
+            self._sent = True

@@ -1,0 +1,243 @@
+"""High dimensions and Kepler: distance concentration, k-NN/PCA helpers, kernels, the two-body simulator."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from whylearn.analysis import dimensions as dims
+from whylearn.analysis import kernels as K
+from whylearn.data import kepler
+
+
+# -- distance concentration ------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["uniform", "gaussian"])
+def test_distance_ratio_falls_with_dimension(kind):
+    curve = dims.concentration_curve(kind, [2, 10, 100, 1000, 5000], num_points=300, num_queries=50, seed=1)
+    q, p = curve["query"], curve["pairwise"]
+    assert all(a > b for a, b in zip(q, q[1:])), q
+    assert all(a > b for a, b in zip(p, p[1:])), p
+    assert q[-1] < 0.1 * q[0]
+    # Beyer et al.: the contrast shrinks like 1/sqrt(d); from d=100 to d=5000 about sqrt(50) ~ 7x
+    assert 4 < q[2] / q[-1] < 11
+
+
+def test_relative_contrast_rejects_duplicates_and_bad_shapes():
+    X = np.zeros((10, 3))
+    with pytest.raises(ValueError, match="duplicate"):
+        dims.relative_contrast(X)
+    with pytest.raises(ValueError, match=r"\(n, d\)"):
+        dims.relative_contrast(np.ones(5))
+    with pytest.raises(ValueError, match="allowed"):
+        dims.sample_points("cauchy", 3, 2, np.random.default_rng(0))
+
+
+def test_knn_accuracies_match_scikit_learn_and_noise_dims_hurt():
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((3, 5)) * 2
+    y = rng.integers(0, 3, 600)
+    X = centers[y] + rng.standard_normal((600, 5))
+    Xtr, ytr, Xte, yte = X[:400], y[:400], X[400:], y[400:]
+    ours = dims.knn_accuracies(Xtr, ytr, Xte, yte, [1, 7])
+    for k in (1, 7):
+        ref = KNeighborsClassifier(n_neighbors=k, algorithm="brute").fit(Xtr, ytr).score(Xte, yte)
+        assert abs(ours[k] - ref) <= 0.01  # ties may break differently
+    noisy = dims.knn_accuracies(dims.add_noise_dimensions(Xtr, 2000, 1.0, rng), ytr,
+                                dims.add_noise_dimensions(Xte, 2000, 1.0, rng), yte, [1])
+    assert ours[1] > 0.8 and noisy[1] < ours[1] - 0.2
+    with pytest.raises(ValueError, match="k must be"):
+        dims.knn_accuracies(Xtr, ytr, Xte, yte, [401])
+
+
+def test_pca_helpers_on_low_rank_data_and_isotropic_control():
+    rng = np.random.default_rng(0)
+    low = rng.standard_normal((500, 3)) @ rng.standard_normal((3, 50)) + 0.01 * rng.standard_normal((500, 50))
+    y = (low[:, 0] > 0).astype(int)
+    res = dims.pca_knn_curve(low[:400], y[:400], low[400:], y[400:], [1, 3, 50], k=3)
+    assert dims.components_for(res["explained_variance_ratio"], 0.99) == 3
+    iso = rng.standard_normal((2000, 50))
+    evr = dims.pca_knn_curve(iso[:1500], np.zeros(1500, int), iso[1500:], np.zeros(500, int), [50])["explained_variance_ratio"]
+    assert dims.components_for(evr, 0.9) > 40  # flat spectrum: nearly every component needed
+
+
+# -- kernels ---------------------------------------------------------------------------------------------
+def test_lifted_circles_are_linearly_separable_raw_ones_are_not():
+    X, y = K.make_circles(300, factor=0.5, noise=0.05, seed=0)
+    acc = {lift: K.linear_fit_accuracy(K.lift_features(X, lift), y)["train_acc"] for lift in K.LIFTS}
+    assert acc["z"] == 1.0
+    assert acc["raw"] < 0.75 and acc["xy"] < 0.75
+    with pytest.raises(ValueError, match="allowed"):
+        K.lift_features(X, "cubic")
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3, 5])
+@pytest.mark.parametrize("c", [0.0, 1.0, 2.5])
+def test_polynomial_kernel_equals_explicit_feature_dot_product(degree, c):
+    rng = np.random.default_rng(degree)
+    X, Y = rng.standard_normal((7, 4)), rng.standard_normal((5, 4))
+    FX, FY = K.polynomial_features(X, degree, c), K.polynomial_features(Y, degree, c)
+    assert FX.shape[1] == (K.polynomial_feature_count(4, degree) if degree else 1)
+    np.testing.assert_allclose(FX @ FY.T, K.polynomial_kernel(X, Y, degree, c), rtol=1e-10, atol=1e-10)
+
+
+def test_kernel_perceptron_solves_xor_and_circles_where_linear_fails():
+    Xx, yx = K.make_xor()
+    lin = K.KernelPerceptron(lambda A, B: K.polynomial_kernel(A, B, 1), 50).fit(Xx, yx)
+    quad = K.KernelPerceptron(lambda A, B: K.polynomial_kernel(A, B, 2), 50).fit(Xx, yx)
+    assert not lin.converged and lin.score(Xx, yx) <= 0.75  # Minsky & Papert
+    assert quad.converged and quad.score(Xx, yx) == 1.0
+    X, y = K.make_circles(200, seed=3)
+    rbf = K.KernelPerceptron(lambda A, B: K.rbf_kernel(A, B, 2.0), 100).fit(X, y)
+    assert rbf.converged and rbf.score(X, y) == 1.0
+    Xt, yt = K.make_circles(200, seed=4)
+    assert rbf.score(Xt, yt) > 0.95
+
+
+def test_explicit_features_grow_combinatorially_kernel_agrees():
+    t = K.time_kernel_vs_explicit(num_points=50, num_inputs=6, degrees=[1, 3], repeats=1)
+    assert t["features"] == [7, 84]
+    assert max(t["max_abs_diff"]) < 1e-12
+
+
+# -- Kepler's two-body simulator -----------------------------------------------------------------------
+def test_solve_kepler_residual_and_errors():
+    M = np.linspace(-50, 50, 2001)
+    for e in (0.0, 0.2, 0.7, 0.97):
+        E = kepler.solve_kepler(M, e)
+        assert np.abs(E - e * np.sin(E) - M).max() < 1e-11
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        kepler.solve_kepler(M, 1.0)
+    with pytest.raises(ValueError, match="allowed"):
+        kepler.planets_from_names(["Pluto"])
+
+
+@pytest.mark.parametrize("name", ["Mercury", "Earth", "Mars", "Saturn"])
+def test_simulator_conserves_energy_and_angular_momentum(name):
+    p = kepler.SOLAR_SYSTEM[name]
+    t = np.linspace(0.0, 2.5 * p.period, 4001)
+    pos, vel = kepler.orbit_state(p, t)
+    E, L = kepler.specific_energy(pos, vel), kepler.specific_angular_momentum(pos, vel)
+    assert np.ptp(E) / abs(E.mean()) < 1e-12 and np.ptp(L) / abs(L.mean()) < 1e-12
+    np.testing.assert_allclose(E.mean(), -kepler.GM_SUN / (2 * p.a), rtol=1e-12)  # vis-viva
+    np.testing.assert_allclose(L.mean(), math.sqrt(kepler.GM_SUN * p.a * (1 - p.e**2)), rtol=1e-12)
+    # the velocities are the derivative of the positions
+    fd = (pos[2:] - pos[:-2]) / (t[2] - t[0])
+    np.testing.assert_allclose(fd, vel[1:-1], atol=1e-4 * np.abs(vel).max())
+
+
+def test_simulator_agrees_with_integrating_newtons_gravity():
+    p = kepler.Planet("eccentric", a=1.3, e=0.4, omega=0.7, M0=1.1)
+    t = np.linspace(0.0, p.period, 2001)
+    pos, vel = kepler.orbit_state(p, t)
+    rk4 = kepler.integrate_two_body(pos[0], vel[0], t[-1], 2000)
+    assert np.abs(rk4 - pos).max() < 1e-6
+
+
+def test_simulator_obeys_kepler_third_law():
+    planets = [kepler.Planet(f"p{i}", a, e) for i, (a, e) in enumerate([(0.3, 0.2), (0.8, 0.0), (2.0, 0.5), (7.0, 0.1)])]
+    T = []
+    for p in planets:
+        t = np.linspace(0.0, 3 * p.period, 30001)
+        T.append(kepler.measured_period(kepler.orbit_positions(p, t), t[1] - t[0]))
+    np.testing.assert_allclose(T, [p.a**1.5 for p in planets], rtol=1e-6)  # years, for a in AU
+    x, r2 = kepler.fit_power_law([p.a for p in planets], T)
+    assert abs(x - 1.5) < 1e-6 and r2 > 1 - 1e-9
+    with pytest.raises(ValueError, match="eccentricity"):
+        kepler.Planet("bad", 1.0, 1.2)
+
+
+def test_kepler_datamodule_windows_and_time_split():
+    dm = kepler.KeplerDataModule(num_train=50, num_val=20, num_test=40, noise=0.0, seed=3)
+    dm.setup()
+    assert dm.train.x.shape == (50, 6) and dm.train.y.shape == (50, 2) and dm.input_shape == (6,)
+    # noise-free: the target is where the planet is one dt after the last observed position
+    r_last = dm.test.x[:, -2:].norm(dim=1)
+    step = (dm.test.y - dm.test.x[:, -2:]).norm(dim=1)
+    assert (step > 0).all() and (step < 0.25).all() and (r_last > 0.3).all()
+    chunk = next(iter(dm.train_dataloader()))
+    assert chunk[0].shape == (dm.steps_per_chunk, dm.batch_size, 6)
+    dm2 = kepler.KeplerDataModule(num_train=5000, num_val=20, num_test=40, noise=0.0, seed=3)
+    dm2.setup()
+    assert torch.equal(dm.test.x, dm2.test.x)  # test sets do not depend on N
+    with pytest.raises(ValueError, match="t_train"):
+        kepler.KeplerDataModule(t_train=0.01)
+
+
+def test_forecaster_needs_many_observations():
+    """Sample inefficiency in miniature: the same MLP and steps, 30 vs 3000 observation windows."""
+    from whylearn.analysis.kepler import train_forecaster
+
+    torch.set_num_threads(1)
+    data = {"planets": ["Venus", "Earth", "Mars"], "num_val": 50, "num_test": 500}
+    small = train_forecaster(30, 0, data, (64, 64), 1e-3, 1000)
+    large = train_forecaster(3000, 0, data, (64, 64), 1e-3, 1000)
+    assert small["train/rmse"] < small["test/rmse"]  # fits its few points, not the orbits
+    assert small["test/rmse"] > 2 * large["test/rmse"]
+    # with thousands of windows it beats constant-velocity extrapolation; with tens it does not
+    assert large["test/rmse"] < large["test/rmse_linear_extrapolation"] < small["test/rmse"]
+    assert {"test_out/rmse", "implied_exponent", "test/rmse_linear_extrapolation"} <= set(large)
+
+
+def test_lstm_forecaster_shapes_and_errors():
+    from whylearn.analysis.kepler import build_forecaster
+    from whylearn.models import LSTMForecaster
+
+    net = LSTMForecaster(input_size=6, num_classes=2)
+    x = torch.randn(5, 6)
+    assert net(x).shape == (5, 2)
+    assert torch.allclose(net(x), net(x.view(5, 3, 2)))
+    with pytest.raises(ValueError, match="multiple"):
+        LSTMForecaster(input_size=5, num_classes=2)
+    with pytest.raises(ValueError, match="expected inputs"):
+        net(torch.randn(5, 8))
+    with pytest.raises(ValueError, match="allowed"):
+        build_forecaster("gru", 3, [8])
+
+
+# -- experiments through the entry point ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["distance_concentration", "knn", "pca", "kernels", "kepler", "kepler_lstm", "kepler_mlp"])
+def test_experiment_configs_compose(make_cfg, name):
+    from hydra.utils import get_object
+
+    cfg = make_cfg([f"experiment={name}"])
+    assert cfg.task_name == name
+    if cfg.task._target_.endswith("AnalysisTask"):
+        assert callable(get_object(cfg.task.analysis._target_))
+
+
+def test_kernels_experiment_runs_through_whylearn_train(make_cfg, tmp_path):
+    from whylearn.train import run
+
+    cfg = make_cfg(["experiment=kernels", "logger=csv", "task.analysis.degrees=[1,2,3]", "task.analysis.num_points=200",
+                    "task.analysis.timing_points=100"])
+    summary = run(cfg)
+    assert summary["status"] == "completed"
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["lift/z/train_acc"] == 1.0 and saved["lift/raw/train_acc"] < 0.75
+    assert saved["kernel_perceptron/xor/poly2/train_acc"] == 1.0
+    assert (tmp_path / "run" / "figures" / "kernels.png").is_file()
+
+
+def test_kepler_mlp_runs_through_whylearn_train(make_cfg, tmp_path):
+    from whylearn.train import run
+
+    cfg = make_cfg(["experiment=kepler_mlp", "logger=csv", "data.num_train=200", "data.num_test=200", "data.num_val=100",
+                    "trainer.max_steps=64"])
+    summary = run(cfg)
+    assert summary["status"] == "completed" and summary["steps"] == 64
+    assert summary["test/rmse"] > 0 and "test_out/rmse" in summary and "implied_exponent" in summary
+
+
+def test_kepler_lstm_single_run_through_whylearn_train(make_cfg, tmp_path):
+    from whylearn.train import run
+
+    cfg = make_cfg(["experiment=kepler_mlp", "model=lstm_forecaster", "~model.hidden", "~model.activation", "logger=csv", "data.num_train=100",
+                    "data.num_test=100", "data.num_val=50", "trainer.max_steps=32"])
+    summary = run(cfg)
+    assert summary["status"] == "completed" and summary["steps"] == 32 and summary["test/rmse"] > 0
