@@ -1,6 +1,7 @@
 """Callbacks that measure, usable with any whylearn task and model."""
 
 from whylearn.callbacks.boundary import DecisionBoundary
+from whylearn.callbacks.figures import AttentionMaps, CurveFigure
 from whylearn.callbacks.gap import GeneralizationGap
 from whylearn.callbacks.landscape import LinearRegions, LossLandscape, TimeToFit
 from whylearn.callbacks.noise import GradientNoise
@@ -10,3 +11,4 @@ from whylearn.callbacks.sharpness import Sharpness
 
 __all__ = ["DecisionBoundary", "GeneralizationGap", "GradNorms", "WeightNorms", "LogLines", "Sharpness", "LossLandscape",
            "LinearRegions", "TimeToFit", "GradientNoise"]
+__all__ += ["AttentionMaps", "CurveFigure"]

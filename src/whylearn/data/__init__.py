@@ -3,6 +3,8 @@
 from whylearn.data.base import ChunkLoader, EvalLoader, InMemoryDataModule, Split, apply_label_noise
 from whylearn.data.idx import FashionMNISTDataModule, MNISTDataModule
 from whylearn.data.kepler import KeplerDataModule
+from whylearn.data.modular import ModularArithmeticDataModule, modular_table
+from whylearn.data.text import BPETokenizer, CharTokenizer, TextDataModule
 from whylearn.data.mnist1d import MNIST1DDataModule, make_mnist1d
 from whylearn.data.placeholder import NoDataModule
 from whylearn.data.toy import PatternsDataModule, RegressionDataModule, ToyDataModule
@@ -18,4 +20,5 @@ __all__ = [
     "ToyDataModule", "PatternsDataModule", "RegressionDataModule",
     "CIFAR10DataModule", "load_cifar10", "CORRUPTIONS", "CorruptionMixin", "with_corruption", "Augment", "AugmentMixin",
     "CorruptedMNISTDataModule", "CorruptedFashionMNISTDataModule",
+    "ModularArithmeticDataModule", "modular_table", "TextDataModule", "CharTokenizer", "BPETokenizer",
 ]

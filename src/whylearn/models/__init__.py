@@ -1,5 +1,6 @@
 """Models: plain ``nn.Module``s, no Lightning, importable alone."""
 
+from whylearn.models.gpt import GPT
 from whylearn.models.lstm import LSTMForecaster
 from whylearn.models.mlp import MLP, Step, make_activation, mlp_num_params
 from whylearn.models.placeholder import NoModel
@@ -17,3 +18,4 @@ from whylearn.models.resnet import ResNet
 from whylearn.models.torchvision_models import torchvision_model
 
 __all__ += ["CNN", "ResNet", "VmapEnsemble", "reinitialize", "torchvision_model"]
+__all__ += ["GPT"]

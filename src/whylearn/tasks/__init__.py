@@ -3,6 +3,7 @@
 from whylearn.tasks.base import FastTask, History, NonFiniteLossError, get_history, log_scalars
 from whylearn.tasks.analysis import AnalysisTask
 from whylearn.tasks.classification import ClassificationTask, classification_loss
+from whylearn.tasks.language_model import LanguageModelTask
 from whylearn.tasks.forecasting import ForecastTask
 
 __all__ = ["FastTask", "History", "NonFiniteLossError", "get_history", "log_scalars", "ClassificationTask", "classification_loss",
@@ -15,3 +16,4 @@ __all__ += ["HopfieldCapacityTask", "HopfieldTask", "LMSSweepTask", "PerceptronM
 from whylearn.tasks.ensemble import EnsembleClassificationTask
 
 __all__ += ["EnsembleClassificationTask"]
+__all__ += ["LanguageModelTask"]

@@ -1,0 +1,87 @@
+"""The language-model task end to end: whylearn-train on a small text, no-decay groups, whylearn-sample."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from whylearn.models import GPT
+from whylearn.tasks.language_model import LanguageModelTask, split_decay
+
+TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
+        "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n") * 40
+
+
+def test_no_decay_groups_cover_every_parameter_once():
+    model = GPT(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=16)
+    decay, no_decay = split_decay(model)
+    ids = [id(p) for p in decay + no_decay]
+    assert len(ids) == len(set(ids)) == len({id(p) for p in model.parameters()})
+    assert all(p.ndim == 2 for p in decay)  # linear weights only
+    nd = {id(p) for p in no_decay}
+    assert id(model.wte.weight) in nd and id(model.wpe.weight) in nd  # embeddings (tied head) not decayed
+    assert all(p.ndim == 1 for p in no_decay if p is not model.wte.weight and p is not model.wpe.weight)
+    task = LanguageModelTask(model, optimizer=lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1))
+    opt = task.configure_optimizers()
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+
+
+def test_train_text_end_to_end_then_sample(make_cfg, tmp_path, capsys):
+    from whylearn.sample import main as sample_main
+    from whylearn.train import run
+
+    path = tmp_path / "input.txt"
+    path.write_text(TEXT)
+    cfg = make_cfg([
+        "experiment=shakespeare_char_cpu", f"data.path={path}", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.block_size=16", "data.batch_size=8", "data.steps_per_epoch=60", "data.steps_per_chunk=20",
+        "model.n_layer=1", "model.n_embd=32", "model.n_head=2", "trainer.max_steps=120",
+        "scheduler.warmup_steps=10", "optimizer.lr=0.01", "task.log_every_n_steps=20", "task.sample_tokens=20",
+        "logger=csv", "callbacks.attention_maps.prompt=To be",
+    ])
+    summary = run(cfg)
+    out = tmp_path / "run"
+    assert summary["status"] == "completed" and summary["steps"] == 120
+    V = summary["vocab_size"]
+    assert summary["val/loss"] < math.log(V) - 1.0  # learned well below the uniform guess
+    assert abs(summary["val/bits_per_char"] - summary["val/loss"] / math.log(2)) < 1e-9  # char tokens
+    assert summary["tokens_per_s"] > 0 and len(summary["sample"]) == 21  # prompt "\n" + 20 tokens
+    assert (out / "figures" / "attention.png").is_file() and (out / "figures" / "loss.png").is_file()
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["val/loss"] == summary["val/loss"]
+    sample_main([str(out), "--prompt", "To be", "--max-new-tokens", "30", "--seed", "1"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("To be") and len(printed.rstrip("\n")) >= 30
+
+
+def test_grokking_config_trains_through_whylearn_train(make_cfg, tmp_path):
+    from whylearn.train import run
+
+    cfg = make_cfg(["experiment=grokking", "data.p=23", "data.steps_per_chunk=50", "trainer.max_steps=200",
+                    "logger=csv", "callbacks.attention_maps.prompt=[3,5,23]"])
+    summary = run(cfg)
+    out = tmp_path / "run"
+    assert summary["status"] == "completed" and summary["train/acc"] == 1.0  # memorized its 30%
+    assert summary["weights/l2_total"] > 0
+    for name in ("grokking_accuracy", "grokking_weight_norm", "attention"):
+        assert (out / "figures" / f"{name}.png").is_file(), name
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # small models on a shared 2-core machine: one intra-op thread avoids OpenMP spin-waits
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_device_peak_flops_unknown_on_cpu():
+    from whylearn.tasks.language_model import device_peak_flops
+
+    assert device_peak_flops(torch.device("cpu"), "32-true") is None
