@@ -1,7 +1,7 @@
 """whylearn's GPT training step against a plain PyTorch loop: same model, data, optimizer, schedule, clipping.
 
     PYTHONPATH=src python scripts/bench_gpt.py --steps 200 --pairs 3 --threads 1 \
-        --data-dir ../shared/data --out docs/benchmarks/gpt_bench.json
+        --data-dir ../shared/data --out docs/gpt_bench.json
 
 Both sides train a fresh GPT of the ``shakespeare_char_cpu`` configuration (4 layers, 4 heads,
 128 embedding, block 64, batch 12, no dropout, no biases) on Tiny Shakespeare's character windows:

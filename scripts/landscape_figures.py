@@ -1,4 +1,4 @@
-"""Figures and tables across the runs of a Hydra multirun, for docs/experiments/landscape.md.
+"""Figures and tables across the runs of a Hydra multirun, for docs/experiments.md.
 
     PYTHONPATH=src python scripts/landscape_figures.py eos      MULTIRUN_DIR --out docs/figures/edge_of_stability.png
     PYTHONPATH=src python scripts/landscape_figures.py regions  MULTIRUN_DIR --out docs/figures/linear_regions.png

@@ -128,7 +128,7 @@ class HVP:
         method: ``func`` (forward-over-reverse with ``torch.func``; vectorizes several
             vectors with ``vmap``), ``autograd`` (double backward, one vector at a time) or
             ``auto`` (double backward for one vector, ``func`` + ``vmap`` for several: the faster
-            of each on a CPU, see ``docs/benchmarks/landscape.md``).
+            of each on a CPU, see ``docs/benchmarks.md``).
         chunk_size: evaluate the loss over at most this many samples at once and sum
             the chunks' HVPs weighted by their share of N (exact for a mean loss).
 

@@ -14,7 +14,7 @@
 - :func:`evaluate_points`: the loss (and accuracy) at many parameter vectors, in batches of
   points with ``torch.func.functional_call`` + ``vmap`` (``method='vmap'``) or one point at a
   time by loading the parameters into the model (``method='loop'``); see
-  ``docs/benchmarks/landscape.md`` for which is faster where.
+  ``docs/benchmarks.md`` for which is faster where.
 
 Figures: :func:`plot_interpolation`, :func:`plot_contour`, :func:`plot_surface` (matplotlib, Agg).
 """
@@ -102,7 +102,7 @@ def evaluate_points(model: nn.Module, points: Tensor, x: Tensor, y: Tensor, loss
         method: ``vmap`` (``points_per_batch`` points per batched forward), ``loop``
             (load each point into the model and run a plain forward) or ``auto``: ``loop`` when
             the data is on the CPU (measured faster there for the MNIST-1D MLP, see
-            ``docs/benchmarks/landscape.md``), ``vmap`` on an accelerator.
+            ``docs/benchmarks.md``), ``vmap`` on an accelerator.
         data_chunk: forward at most this many samples at once (memory); None: all.
 
     Returns:

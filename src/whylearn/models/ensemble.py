@@ -3,7 +3,7 @@ evaluated as one batched model with ``torch.func.stack_module_state`` + ``vmap``
 
 Small networks spend most of a training step in per-step overhead (Python, kernel launches,
 the optimizer loop), not arithmetic, so running S seeds as one model with a leading seed axis
-on every parameter multiplies throughput (``docs/benchmarks/vision.md``). Each member's
+on every parameter multiplies throughput (``docs/benchmarks.md``). Each member's
 parameters are a slice ``param[s]`` of one stacked tensor; any element-wise optimizer (SGD
 with momentum and weight decay, Adam, AdamW) applied to the stacked tensors updates each
 slice exactly as it would update that member alone, provided the training loss is the *sum*
