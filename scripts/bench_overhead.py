@@ -21,6 +21,7 @@ Reported, per pair, and as medians:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -113,14 +114,18 @@ def plain_run(epochs: int, val_every: int | None, x, y, xv, yv, seed: int = 0) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=50)
-    ap.add_argument("--val-every", type=int, default=5, help="validation interval in epochs (the experiment's)")
+    ap.add_argument("--val-every", type=int, default=10, help="validation interval in epochs (the experiment's)")
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--num-samples", type=int, default=5000,
+                    help="MNIST-1D samples (80%% train): 5000 gives 40 steps per epoch, 25000 gives 200")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for the whylearn side")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    d = make_mnist1d()
+    d = make_mnist1d(num_samples=args.num_samples)
+    args.overrides = [f"data.num_samples={args.num_samples}", *args.overrides]
+    steps_per_epoch = math.ceil(d["train"].x.shape[0] / 100)
     x, y, xv, yv = d["train"].x, d["train"].y, d["test"].x, d["test"].y
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,7 +140,8 @@ def main() -> None:
                   f"fit/plain {fit_sps / p:.3f}  ({steps} steps)", flush=True)
     med = lambda j: statistics.median(r[j] for r in rows)
     ratio = lambda a, b: statistics.median(r[a] / r[b] for r in rows)
-    print(f"\nthreads {torch.get_num_threads()}, {args.epochs} epochs x 40 steps, validation every {args.val_every} epochs")
+    print(f"\nthreads {torch.get_num_threads()}, {args.epochs} epochs x {steps_per_epoch} steps, "
+          f"validation every {args.val_every} epochs")
     print("| measure | steps/s (median) |\n| --- | --- |")
     print(f"| plain PyTorch loop | {med(2):.0f} |\n| plain loop + same validation | {med(3):.0f} |")
     print(f"| whylearn training loop (default callbacks + CSV + W&B offline) | {med(0):.0f} |")

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
+from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 
 def plot_attention(maps: Tensor, labels: list[str], path: str | Path, title: str = "Attention weights") -> Path:
@@ -43,12 +44,7 @@ def plot_attention(maps: Tensor, labels: list[str], path: str | Path, title: str
                 ax.set_xticks([])
                 ax.set_yticks([])
     fig.suptitle(f"{title} (query: rows, key: columns)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, grid=False)
 
 
 @torch.no_grad()

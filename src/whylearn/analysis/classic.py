@@ -28,6 +28,7 @@ from whylearn.models.adaline import lms_bounds, run_lms  # noqa: E402
 from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
 from whylearn.models.mlp import MLP, make_activation  # noqa: E402
 from whylearn.models.perceptron import Perceptron, novikoff_bound, train_perceptron  # noqa: E402
+from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 
 # -- XOR ------------------------------------------------------------------------------------------
@@ -195,9 +196,4 @@ def plot_decision_boundary(predict: Callable[[Tensor], Tensor], x: Tensor, y: Te
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     ax.set_aspect("equal", adjustable="box")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, grid=False)

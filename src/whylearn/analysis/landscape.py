@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from whylearn.analysis.hessian import ParamSpec, default_loss, eval_mode, flatten_params, trainable
+from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 METHODS = ("auto", "vmap", "loop")
@@ -314,12 +315,7 @@ def plot_interpolation(interp: Interpolation, path: str | Path, title: str | Non
         axes[0, 1].set_ylabel("accuracy")
         axes[0, 1].legend(fontsize=8)
     fig.suptitle(title or "Linear interpolation of the parameters")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, grid=False)
 
 
 def plot_contour(sl: Slice2D, path: str | Path, key: str = "train/loss", title: str | None = None,
@@ -337,12 +333,7 @@ def plot_contour(sl: Slice2D, path: str | Path, key: str = "train/loss", title: 
     ax.set_ylabel("direction 2 (filter-normalized)")
     ax.set_title(title or f"{key} on a random 2D slice")
     ax.set_aspect("equal")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, grid=False)
 
 
 def plot_surface(sl: Slice2D, path: str | Path, key: str = "train/loss", title: str | None = None,
@@ -360,12 +351,7 @@ def plot_surface(sl: Slice2D, path: str | Path, key: str = "train/loss", title: 
     ax.set_ylabel("direction 2")
     ax.set_zlabel(key)
     ax.set_title(title or f"{key} surface")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, grid=False)
 
 
 def save_json(obj: dict, path: str | Path) -> Path:

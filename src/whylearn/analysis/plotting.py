@@ -15,11 +15,11 @@ def subplots(ncols: int = 1, nrows: int = 1, width: float = 6.0, height: float =
     return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=True)
 
 
-def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
-    """Save ``fig`` as a PNG (creating the folder), close it, return the path."""
+def save_figure(fig, path: str | Path, dpi: int = 100, grid: bool = True) -> Path:
+    """Save ``fig`` as a PNG (creating the folder), close it, return the path; ``grid`` adds a light grid to every axis."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for ax in fig.axes:
+    for ax in fig.axes if grid else ():
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from whylearn.analysis.hessian import eval_mode
+from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 PIECEWISE_LINEAR = (nn.Linear, nn.ReLU, nn.Flatten, nn.Dropout, nn.Identity, nn.Sequential, nn.ModuleList,
                     nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.AvgPool1d, nn.AvgPool2d,
@@ -245,9 +246,4 @@ def plot_plane(pr: PlaneRegions, path, title: str | None = None, points: dict | 
     ax.set_xlabel("u  (x0 + u (x1 - x0) + v (x2 - x0))")
     ax.set_ylabel("v")
     ax.set_title(title or f"{pr.total} regions on a {pr.resolution}x{pr.resolution} grid")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, grid=False)
