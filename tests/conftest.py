@@ -59,3 +59,14 @@ def make_cfg(tmp_path):
         return cfg
 
     return _make
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test with one intra-op torch thread (small models: no OpenMP spin-waits), then restore."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -17,12 +17,8 @@ from whylearn.models.hopfield import Hopfield, overlap
 from whylearn.models.perceptron import Perceptron, linearly_separable, novikoff_bound, train_perceptron
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# small models on a shared 2-core machine: one intra-op thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- data ------------------------------------------------------------------------------------------

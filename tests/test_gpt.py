@@ -131,10 +131,5 @@ def test_flops_per_token_formula():
     assert model.flops_per_token() == 6 * n + 12 * 4 * 4 * 32 * 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small models on a shared 2-core machine: one intra-op thread avoids OpenMP spin-waits
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# small models on a shared 2-core machine: one intra-op thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")

@@ -72,13 +72,8 @@ def test_grokking_config_trains_through_whylearn_train(make_cfg, tmp_path):
 import pytest  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small models on a shared 2-core machine: one intra-op thread avoids OpenMP spin-waits
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# small models on a shared 2-core machine: one intra-op thread (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_device_peak_flops_unknown_on_cpu():
