@@ -27,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 MAIN_KEYS = ("params", "train/err", "val/err", "test/err", "train/loss", "test/loss", "steps", "status")
 
@@ -181,11 +182,7 @@ def plot_sweep(rows: list[dict[str, Any]], x: str, metrics: list[str], path: Pat
     ax.set_title(title or f"{', '.join(metrics)} against {x}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, grid=False)
 
 
 def _read_series(job: Path, key: str) -> tuple[list[float], list[float]]:
@@ -216,11 +213,7 @@ def plot_curves(rows: list[dict[str, Any]], swept: list[str], key: str, path: Pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title=", ".join(swept) if swept else None)
     ax.set_title(f"{key} against steps")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, grid=False)
 
 
 def sweep(root: str | Path, x: str | None = None, metrics: list[str] | None = None, out: str | Path | None = None,

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from whylearn.analysis import hessian as H
+from whylearn.analysis.plotting import save_figure
 from whylearn.tasks.base import get_history, log_scalars
 
 log = logging.getLogger("whylearn")
@@ -177,8 +178,4 @@ def plot_sharpness(hist, path: Path, title: str | None = None) -> Path | None:
     a1.grid(alpha=0.3)
     a1.legend(fontsize=8)
     fig.suptitle(title or "Sharpness during training (Cohen et al. 2021)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, grid=False)

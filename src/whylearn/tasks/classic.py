@@ -31,6 +31,7 @@ from whylearn.analysis import classic as sweeps  # noqa: E402
 from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
 from whylearn.models.perceptron import Perceptron, _pm1, linearly_separable, margin, novikoff_bound  # noqa: E402
 from whylearn.tasks.base import get_history, log_scalars  # noqa: E402
+from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 
 def _figures_dir(task: L.LightningModule) -> Path:
@@ -177,11 +178,7 @@ class PerceptronTask(_HistoryInCheckpoint):
         if max(self.mistakes_per_epoch) > 0:
             ax.set_yscale("symlog", linthresh=1)
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        d = _figures_dir(self)
-        d.mkdir(parents=True, exist_ok=True)
-        fig.savefig(d / "mistakes_per_epoch.png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, _figures_dir(self) / "mistakes_per_epoch.png", grid=False)
 
 
 # -- the Hopfield network ------------------------------------------------------------------------------
@@ -253,11 +250,7 @@ class HopfieldTask(_HistoryInCheckpoint):
             m = float(overlap(r["settled"][j], r["stored"][j]))
             axes[2, j].set_xlabel(f"m = {m:.2f}", fontsize=8)
         fig.suptitle(f"Hopfield network, N = 100, P = {self.model.num_stored}", fontsize=9)
-        fig.tight_layout()
-        d = _figures_dir(self)
-        d.mkdir(parents=True, exist_ok=True)
-        fig.savefig(d / "hopfield_images.png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, _figures_dir(self) / "hopfield_images.png", grid=False)
 
 
 # -- sweeps ---------------------------------------------------------------------------------------
@@ -334,10 +327,7 @@ class XORSweepTask(SweepTask):
         ax.set_title("XOR by backpropagation, one hidden layer")
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        figures.mkdir(parents=True, exist_ok=True)
-        fig.savefig(figures / "xor_success.png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, figures / "xor_success.png", grid=False)
 
 
 class PerceptronMarginSweepTask(SweepTask):
@@ -377,10 +367,7 @@ class PerceptronMarginSweepTask(SweepTask):
         ax.set_title(f"Perceptron vs Novikoff bound, {self.num_seeds} seeds per point", fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        figures.mkdir(parents=True, exist_ok=True)
-        fig.savefig(figures / "perceptron_margin_sweep.png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, figures / "perceptron_margin_sweep.png", grid=False)
 
 
 class LMSSweepTask(SweepTask):
@@ -424,10 +411,7 @@ class LMSSweepTask(SweepTask):
         ax.set_title("Widrow-Hoff LMS: where it converges and where it diverges", fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        figures.mkdir(parents=True, exist_ok=True)
-        fig.savefig(figures / "lms_mu_sweep.png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, figures / "lms_mu_sweep.png", grid=False)
 
 
 class HopfieldCapacityTask(SweepTask):
@@ -464,7 +448,4 @@ class HopfieldCapacityTask(SweepTask):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.suptitle(f"Hopfield capacity: probes with {result['corruption']:.0%} of bits flipped", fontsize=9)
-        fig.tight_layout()
-        figures.mkdir(parents=True, exist_ok=True)
-        fig.savefig(figures / "hopfield_capacity.png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, figures / "hopfield_capacity.png", grid=False)
