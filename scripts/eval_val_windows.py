@@ -11,7 +11,8 @@ The loss is the sum of the token losses over the number of predicted tokens (nat
 This is the common yardstick for comparing runs whose own validation estimates use different windows
 (e.g. whylearn's 240 fixed windows and nanoGPT's 20 random batches of 12): the sha256 of the validation
 token ids (as little-endian uint16) is printed, so another program's evaluation can show it used the same
-tokens. One JSON line per run.
+tokens. Also printed: the standard deviation of the per-window losses, and from it the standard error of
+an estimate from 240 random windows (nanoGPT's ``eval_iters=20`` x ``batch_size=12``). One JSON line per run.
 """
 
 from __future__ import annotations
@@ -32,15 +33,16 @@ def token_hash(tokens: torch.Tensor) -> str:
 
 
 @torch.no_grad()
-def mean_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    """Mean cross-entropy (nats) of ``model`` ((B, T) -> (B, T, V) logits) over windows x, y (N, T)."""
+def window_losses(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Mean cross-entropy (nats) of each window, (N,) float64, of ``model`` ((B, T) -> (B, T, V) logits)
+    on windows x, y (N, T), in eval mode."""
     model.eval()
-    total = 0.0
+    out = []
     for i in range(0, x.shape[0], batch_size):
         logits = model(x[i : i + batch_size])
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[i : i + batch_size].reshape(-1),
-                                 reduction="sum").double().item()
-    return total / y.numel()
+        loss = F.cross_entropy(logits.transpose(1, 2), y[i : i + batch_size], reduction="none")  # (B, T)
+        out.append(loss.double().mean(dim=1))
+    return torch.cat(out)
 
 
 def evaluate_run(path: str) -> dict:
@@ -57,10 +59,13 @@ def evaluate_run(path: str) -> dict:
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     model.load_state_dict({k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")})
     val = dm.val  # all windows, stride block_size
+    per_window = window_losses(model, val.x, val.y)
     return {"run": str(run), "seed": cfg.get("seed"), "global_step": state.get("global_step"),
             "val_tokens": int(dm.val_tokens.shape[0]), "val_tokens_sha256": token_hash(dm.val_tokens),
             "windows": len(val), "block_size": dm.block_size, "predicted_tokens": int(val.y.numel()),
-            "val_loss_all_windows": mean_loss(model, val.x, val.y)}
+            "val_loss_all_windows": per_window.mean().item(),  # windows of equal length: = the token mean
+            # the spread of an estimate from n random windows (n = 240: nanoGPT's eval_iters 20 x batch 12)
+            "window_loss_sd": per_window.std().item(), "se_of_240_window_estimate": per_window.std().item() / 240 ** 0.5}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,6 +51,19 @@ def test_train_text_end_to_end_then_sample(make_cfg, tmp_path, capsys):
     assert (out / "figures" / "attention.png").is_file() and (out / "figures" / "loss.png").is_file()
     saved = json.loads((out / "summary.json").read_text())
     assert saved["val/loss"] == summary["val/loss"]
+    # scripts/eval_val_windows.py: every validation window (here fewer than the 240 of the config, so the
+    # run's own validation used all of them too) -> the same loss as the run's summary
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "eval_val_windows", Path(__file__).resolve().parents[1] / "scripts" / "eval_val_windows.py")
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    res = ev.evaluate_run(str(out))
+    assert res["global_step"] == 120 and res["windows"] == summary["val_windows"] < 240
+    assert abs(res["val_loss_all_windows"] - summary["val/loss"]) < 1e-5
+    assert res["predicted_tokens"] == res["windows"] * 16 and res["window_loss_sd"] > 0
     sample_main([str(out), "--prompt", "To be", "--max-new-tokens", "30", "--seed", "1"])
     printed = capsys.readouterr().out
     assert printed.startswith("To be") and len(printed.rstrip("\n")) >= 30
