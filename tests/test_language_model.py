@@ -137,3 +137,24 @@ def test_warmup_cosine_nanogpt_style_and_errors():
     assert math.isclose(nano[2000], 1e-4) and nano[100:] == lin[100:]
     with pytest.raises(ValueError, match="warmup_style 'cosine'.*nanogpt"):
         warmup_cosine(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 10, warmup_style="cosine")
+
+
+def test_shakespeare_char_cpu_builds_nanogpts_optimizer_and_schedule(make_cfg, tmp_path):
+    """The nanoGPT configs build nanoGPT's recipe: embeddings decayed, AdamW (0.9, 0.99) wd 0.1, warm-up
+    lr (t+1)/101 over 100 steps, cosine to 1e-4 at step 2000."""
+    from whylearn import build
+
+    path = tmp_path / "input.txt"
+    path.write_text(TEXT)
+    cfg = make_cfg(["experiment=shakespeare_char_cpu", f"data.path={path}", f"data.cache_dir={tmp_path / 'cache'}",
+                    "data.block_size=16"])
+    dm = build.build_datamodule(cfg)
+    model = build.build_model(cfg, dm)
+    task = build.build_task(cfg, model, dm)
+    conf = task.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    decayed = opt.param_groups[0]
+    assert decayed["weight_decay"] == 0.1 and decayed["betas"] == (0.9, 0.99)
+    assert any(p is model.wte.weight for p in decayed["params"]) and any(p is model.wpe.weight for p in decayed["params"])
+    assert [sched.lr_lambdas[0](t) for t in (0, 99, 100)] == [1 / 101, 100 / 101, 1.0]
+    assert math.isclose(sched.lr_lambdas[0](2000), 0.1)
