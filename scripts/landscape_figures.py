@@ -202,7 +202,7 @@ def resnet(rs, out: Path) -> None:
     lo = min(np.log10(np.clip(s[3], 1e-6, None)).min() for s in slices)
     hi = max(np.log10(np.clip(s[3], 1e-6, None)).max() for s in slices)
     levels = np.linspace(lo, hi, 31)
-    fig, ax = plt.subplots(1, len(slices) + 1, figsize=(4.2 * (len(slices) + 1), 3.8))
+    fig, ax = plt.subplots(1, len(slices) + 1, figsize=(4.2 * (len(slices) + 1), 3.8), layout="constrained")
     for k, (n, a, b, Z, interp) in enumerate(slices):
         cs = ax[k].contourf(a, b, np.log10(np.clip(Z, 1e-6, None)).T, levels=levels, cmap="viridis")
         ax[k].contour(a, b, np.log10(np.clip(Z, 1e-6, None)).T, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
@@ -212,7 +212,7 @@ def resnet(rs, out: Path) -> None:
         ax[k].set_xlabel("direction 1")
         ax[-1].plot(interp["alphas"], interp["values"]["train/loss"], "o-", ms=2.5, label=n)
     ax[0].set_ylabel("direction 2 (filter-normalized)")
-    fig.colorbar(cs, ax=ax[:-1].tolist(), label="log10 train loss", shrink=0.9)
+    fig.colorbar(cs, ax=ax[len(slices) - 1], label="log10 train loss")
     ax[-1].set_yscale("log")
     ax[-1].set_xlabel("alpha (0: init, 1: solution)")
     ax[-1].set_title("train loss, init -> solution")
