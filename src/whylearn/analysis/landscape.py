@@ -285,7 +285,7 @@ def slice_2d(model: nn.Module, data: Data, theta: Tensor | None = None, d1: Tens
 def surface_roughness(a: np.ndarray, b: np.ndarray, Z: np.ndarray) -> dict[str, float]:
     """Numbers for how convex or chaotic a 2D loss slice is, from the grid values alone.
 
-    Li et al. 2018 (Sec. 6, Fig. 7) map |lambda_min / lambda_max| of the full Hessian over the slice to
+    Li et al. 2018 map |lambda_min / lambda_max| of the full Hessian over the slice to
     show where a surface is non-convex. This is the cheap analogue on the slice itself: at every interior
     grid point the 2x2 Hessian of the surface by central finite differences,
     [[Z_aa, Z_ab], [Z_ab, Z_bb]], with eigenvalues lambda_1 <= lambda_2.
