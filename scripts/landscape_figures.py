@@ -219,7 +219,7 @@ def resnet(rs, out: Path) -> None:
     ax[-1].grid(alpha=0.3)
     ax[-1].legend(fontsize=8)
     fig.suptitle("Li et al. 2018 on MNIST: 2D slices through the solution (filter-normalized directions)")
-    fig.savefig(out, dpi=90, bbox_inches="tight")
+    fig.savefig(out, dpi=72, bbox_inches="tight")
 
 
 def first_step(steps, vals, pred):
