@@ -64,13 +64,9 @@ class AnalysisTask(L.LightningModule):
 
     def _log_figures(self, folder: Path) -> None:
         """Send the analysis's figures to W&B, when a W&B logger is configured."""
-        from lightning.pytorch.loggers import WandbLogger
+        from whylearn.loggers import log_images
 
-        pngs = sorted(folder.glob("*.png"))
-        for lg in self.trainer.loggers:
-            if isinstance(lg, WandbLogger) and pngs:
-                for p in pngs:
-                    lg.log_image(key=f"figures/{p.stem}", images=[str(p)])
+        log_images(self.trainer.loggers, {f"figures/{p.stem}": p for p in sorted(folder.glob("*.png"))})
 
     def summary_metrics(self, datamodule) -> dict[str, Any]:
         return dict(self.result or {})
