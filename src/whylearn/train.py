@@ -158,7 +158,7 @@ def _report(cfg: DictConfig, out: Path, summary: dict, figures: list[Path], logg
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
     lines = [f"run directory: {out}", f"  summary:     {out / 'summary.json'}",
-             f"  checkpoints: {out / 'checkpoints'}", f"  figures:     {', '.join(p.name for p in figures)} in {out / 'figures'}"]
+             f"  checkpoints: {out / 'checkpoints'}", f"  figures:     {', '.join(sorted(p.name for p in (out / 'figures').glob('*.png')))} in {out / 'figures'}"]
     for lg in loggers:
         if isinstance(lg, CSVLogger):
             lines.append(f"  metrics CSV: {Path(lg.log_dir) / 'metrics.csv'}")

@@ -129,6 +129,22 @@ def flush_logs(pl_module: L.LightningModule, wait: bool = False) -> None:
             trainer.loggers = [lg for lg in trainer.loggers if lg is not logger]
 
 
+class HistoryInCheckpoint(L.LightningModule):
+    """Base of the tasks that apply a rule by hand or run a measurement: no optimizer, and the
+    :class:`History` saved in (and restored from) checkpoints."""
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        flush_logs(self)
+        checkpoint["whylearn_history"] = get_history(self).state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "whylearn_history" in checkpoint:
+            get_history(self).load_state_dict(checkpoint["whylearn_history"])
+
+    def configure_optimizers(self):
+        return None
+
+
 def _detach(v):
     return [t.detach().cpu() for t in v] if isinstance(v, list) else v.detach().cpu()
 
