@@ -129,6 +129,30 @@ def flush_logs(pl_module: L.LightningModule, wait: bool = False) -> None:
             trainer.loggers = [lg for lg in trainer.loggers if lg is not logger]
 
 
+class SplitEval:
+    """Mixin for tasks that evaluate validation and test alike: ``validation_step`` and ``test_step``
+    call ``_eval_step(split, batch)`` (``split`` is ``"val"`` or ``"test"``), and the epoch ends call
+    ``_eval_end(split)``, which logs the split's numbers."""
+
+    def _eval_step(self, split: str, batch) -> None:
+        raise NotImplementedError
+
+    def _eval_end(self, split: str) -> None:
+        raise NotImplementedError
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+
 class HistoryInCheckpoint(L.LightningModule):
     """Base of the tasks that apply a rule by hand or run a measurement: no optimizer, and the
     :class:`History` saved in (and restored from) checkpoints."""
