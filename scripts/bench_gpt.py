@@ -57,12 +57,13 @@ def plain_loop(cfg, steps: int, seed: int) -> float:
     torch.manual_seed(seed)
     dm = build.build_datamodule(cfg)
     model = build.build_model(cfg, dm)
-    decay, no_decay = split_decay(model)
+    decay, no_decay = split_decay(model, bool(cfg.task.get("decay_embeddings", False)))
     o = cfg.optimizer
     opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=o.lr,
                             betas=tuple(o.betas), weight_decay=o.weight_decay)
     sched = warmup_cosine(opt, total_steps=steps, warmup_steps=cfg.scheduler.warmup_steps,
-                          min_lr_ratio=cfg.scheduler.min_lr_ratio)
+                          min_lr_ratio=cfg.scheduler.min_lr_ratio,
+                          warmup_style=cfg.scheduler.get("warmup_style", "linear"))
     from whylearn.data.text import WindowLoader
 
     loader = WindowLoader(dm.train_tokens, dm.block_size, dm.batch_size, steps, dm.steps_per_chunk, seed)

@@ -51,6 +51,19 @@ def test_train_text_end_to_end_then_sample(make_cfg, tmp_path, capsys):
     assert (out / "figures" / "attention.png").is_file() and (out / "figures" / "loss.png").is_file()
     saved = json.loads((out / "summary.json").read_text())
     assert saved["val/loss"] == summary["val/loss"]
+    # scripts/eval_val_windows.py: every validation window (here fewer than the 240 of the config, so the
+    # run's own validation used all of them too) -> the same loss as the run's summary
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "eval_val_windows", Path(__file__).resolve().parents[1] / "scripts" / "eval_val_windows.py")
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    res = ev.evaluate_run(str(out))
+    assert res["global_step"] == 120 and res["windows"] == summary["val_windows"] < 240
+    assert abs(res["val_loss_all_windows"] - summary["val/loss"]) < 1e-5
+    assert res["predicted_tokens"] == res["windows"] * 16 and res["window_loss_sd"] > 0
     sample_main([str(out), "--prompt", "To be", "--max-new-tokens", "30", "--seed", "1"])
     printed = capsys.readouterr().out
     assert printed.startswith("To be") and len(printed.rstrip("\n")) >= 30
@@ -80,3 +93,47 @@ def test_device_peak_flops_unknown_on_cpu():
     from whylearn.tasks.language_model import device_peak_flops
 
     assert device_peak_flops(torch.device("cpu"), "32-true") is None
+
+
+def test_decay_embeddings_follows_nanogpts_rule():
+    """decay_embeddings=True decays exactly the parameters with dim >= 2 (nanoGPT's configure_optimizers):
+    every linear weight, the tied token embedding / output layer and the position embedding."""
+    model = GPT(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=16, bias=False)
+    decay, no_decay = split_decay(model, decay_embeddings=True)
+    params = {id(p): p for p in model.parameters()}
+    assert {id(p) for p in decay} == {i for i, p in params.items() if p.ndim >= 2}
+    assert {id(p) for p in no_decay} == {i for i, p in params.items() if p.ndim < 2}  # LayerNorm gains
+    assert any(p is model.wte.weight for p in decay) and any(p is model.wpe.weight for p in decay)
+    assert model.lm_head.weight is model.wte.weight  # the tied head is decayed with it, once
+    default_decay, _ = split_decay(model)
+    assert len(decay) == len(default_decay) + 2  # the default leaves out exactly the two embeddings
+    task = LanguageModelTask(model, optimizer=lambda groups: torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.1),
+                             decay_embeddings=True)
+    opt = task.configure_optimizers()
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    assert any(p is model.wte.weight for p in opt.param_groups[0]["params"])
+
+
+def test_warmup_cosine_nanogpt_style_and_errors():
+    import pytest
+
+    from whylearn.optim import warmup_cosine
+
+    def lrs(style, steps=2001):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        sched = warmup_cosine(opt, total_steps=2000, warmup_steps=100, min_lr_ratio=0.1, warmup_style=style)
+        out = []
+        for _ in range(steps):  # the LR used by step t, t = 0..2000
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    nano, lin = lrs("nanogpt"), lrs("linear")
+    # nanoGPT's get_lr: lr (t+1)/(W+1) while t < W, then min + (max - min)(1 + cos(pi (t-W)/(D-W)))/2
+    assert math.isclose(nano[0], 1e-3 / 101) and math.isclose(nano[99], 1e-3 * 100 / 101)
+    assert math.isclose(lin[0], 1e-3 / 100) and math.isclose(lin[99], 1e-3)
+    assert math.isclose(nano[100], 1e-3) and math.isclose(nano[1050], 1e-4 + 0.5 * 9e-4)
+    assert math.isclose(nano[2000], 1e-4) and nano[100:] == lin[100:]
+    with pytest.raises(ValueError, match="warmup_style 'cosine'.*nanogpt"):
+        warmup_cosine(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 10, warmup_style="cosine")

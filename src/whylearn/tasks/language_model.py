@@ -4,7 +4,7 @@ The training recipe of GPT-2/3 and nanoGPT: the loss is the mean cross-entropy
 -log p(x_{t+1} | x_{<=t}) over all positions of a batch of windows; weight decay
 applies to the matrices of the linear layers only, not to biases, LayerNorm gains
 or embeddings (Loshchilov & Hutter 2019 decouple it; GPT-3, Brown et al. 2020,
-App. B); the learning rate warms up linearly and decays by a cosine
+App. B), or, with ``decay_embeddings``, also to the embeddings (nanoGPT); the learning rate warms up linearly and decays by a cosine
 (``whylearn.optim.warmup_cosine``); the global gradient norm is clipped
 (``gradient_clip_val``).
 
@@ -50,19 +50,27 @@ def device_peak_flops(device: torch.device, precision: str = "32") -> float | No
     return None
 
 
-def split_decay(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(decayed, not decayed) parameters: weights of ``nn.Linear`` layers are decayed; biases,
-    norms and embeddings (also an output layer tied to an embedding) are not."""
+def split_decay(model: nn.Module, decay_embeddings: bool = False) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(decayed, not decayed) parameters.
+
+    ``decay_embeddings=False`` (GPT-3's rule, the default): weights of ``nn.Linear`` layers are
+    decayed; biases, norms and embeddings (also an output layer tied to an embedding) are not.
+    ``decay_embeddings=True`` (nanoGPT's ``configure_optimizers``): every parameter with two or more
+    dimensions is decayed, i.e. the linear weights and the token and position embeddings (with the
+    tied output layer); biases and norm gains are not.
+    """
     decay_ids = set()
     no_decay_ids = set()
     for m in model.modules():
         for name, p in m.named_parameters(recurse=False):
-            if isinstance(m, nn.Embedding) or name != "weight" or not isinstance(m, nn.Linear):
-                no_decay_ids.add(id(p))
+            if decay_embeddings:
+                is_decayed = p.ndim >= 2
             else:
-                decay_ids.add(id(p))
+                is_decayed = isinstance(m, nn.Linear) and name == "weight"
+            (decay_ids if is_decayed else no_decay_ids).add(id(p))
     params = {id(p): p for p in model.parameters()}  # de-duplicates tied parameters
-    decay_ids -= no_decay_ids  # tied output layer = embedding: not decayed
+    if not decay_embeddings:
+        decay_ids -= no_decay_ids  # tied output layer = embedding: not decayed
     decay = [p for i, p in params.items() if i in decay_ids]
     no_decay = [p for i, p in params.items() if i not in decay_ids]
     return decay, no_decay
@@ -80,6 +88,8 @@ class LanguageModelTask(FastTask):
         model: the network (e.g. :class:`whylearn.models.GPT`).
         optimizer: callable taking parameter groups (Hydra ``_partial_``); the no-decay group
             gets ``weight_decay=0`` (set ``decay_all`` to decay every parameter instead).
+        decay_embeddings: also decay the token and position embeddings (nanoGPT's rule: every
+            parameter with dim >= 2); default False, the GPT-3 groups (see :func:`split_decay`).
         sample_prompt, sample_tokens: a text sample generated at the end, kept in the summary.
         scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val: see :class:`FastTask`.
     """
@@ -93,12 +103,14 @@ class LanguageModelTask(FastTask):
         log_every_n_steps: int = 50,
         gradient_clip_val: float | None = 1.0,
         decay_all: bool = False,
+        decay_embeddings: bool = False,
         precision: str = "32",
         sample_prompt: str = "\n",
         sample_tokens: int = 300,
     ) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val)
         self.model, self.decay_all, self.precision = model, decay_all, str(precision)
+        self.decay_embeddings = bool(decay_embeddings)
         self.sample_prompt, self.sample_tokens = sample_prompt, int(sample_tokens)
         self._tokens = 0
         self._time = 0.0
@@ -111,7 +123,7 @@ class LanguageModelTask(FastTask):
     def parameter_groups(self) -> Iterable:
         if self.decay_all:
             return self.parameters()
-        decay, no_decay = split_decay(self.model)
+        decay, no_decay = split_decay(self.model, self.decay_embeddings)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     # -- training -------------------------------------------------------------------------------
