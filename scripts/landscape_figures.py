@@ -4,6 +4,8 @@
     PYTHONPATH=src python scripts/landscape_figures.py regions  MULTIRUN_DIR --out docs/figures/linear_regions.png
     PYTHONPATH=src python scripts/landscape_figures.py init     MULTIRUN_DIR --out docs/figures/init_scale.png
     PYTHONPATH=src python scripts/landscape_figures.py bslr     SWEEP_DIR    --out docs/figures/batch_size_lr.png
+    PYTHONPATH=src python scripts/landscape_figures.py resnet   MULTIRUN_DIR --out docs/figures/resnet_mnist_landscapes.png
+    PYTHONPATH=src python scripts/landscape_figures.py omnigrok MULTIRUN_DIR --out docs/figures/omnigrok_mnist.png
 
 Each run folder of the multirun (0/, 1/, ...) holds config.yaml, summary.json and csv/metrics.csv.
 Prints a Markdown table of the runs.
@@ -175,14 +177,100 @@ def bslr(rs, out: Path) -> None:
     fig.savefig(out, dpi=100)
 
 
+def resnet(rs, out: Path) -> None:
+    """Li et al.'s comparison: the 2D train-loss slices of ResNets with and without shortcuts, on one colour scale."""
+    import numpy as np
+
+    from whylearn.analysis.landscape import surface_roughness
+
+    rs = sorted(rs, key=lambda r: (r["cfg"]["model"]["depth"], not r["cfg"]["model"]["shortcut"]))
+    name = lambda r: f"ResNet-{r['cfg']['model']['depth']}{'' if r['cfg']['model']['shortcut'] else '-noshort'}"
+    print("| network | train acc | test acc | train loss at the centre | mean over the grid | mean on the border | "
+          "local minima (interior) | non-convex fraction | mean |l_min/l_max| | monotone rays | sharpness | barrier init->final |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    slices = []
+    for r in rs:
+        js = json.loads((r["dir"] / "landscape.json").read_text())
+        sl = js["slice"]
+        a, b, Z = np.array(sl["a"]), np.array(sl["b"]), np.array(sl["values"]["train/loss"])
+        rough, sm = surface_roughness(a, b, Z), r["summary"]
+        slices.append((name(r), a, b, Z, js["interpolation"]))
+        print(f"| {name(r)} | {sm['train/acc']:.3f} | {sm.get('test/acc', float('nan')):.3f} | {rough['centre']:.3g} | "
+              f"{rough['mean']:.3g} | {rough['edge_mean']:.3g} | {rough['local_minima']} | {rough['nonconvex_fraction']:.2f} | "
+              f"{rough['eig_ratio_mean']:.2f} | {rough['radial_monotone_fraction']:.2f} | "
+              f"{sm.get('sharpness/lambda_max', float('nan')):.3g} | {js['interpolation']['barriers'].get('train/loss', float('nan')):.3g} |")
+    lo = min(np.log10(np.clip(s[3], 1e-6, None)).min() for s in slices)
+    hi = max(np.log10(np.clip(s[3], 1e-6, None)).max() for s in slices)
+    levels = np.linspace(lo, hi, 31)
+    fig, ax = plt.subplots(1, len(slices) + 1, figsize=(4.2 * (len(slices) + 1), 3.8), layout="constrained")
+    for k, (n, a, b, Z, interp) in enumerate(slices):
+        cs = ax[k].contourf(a, b, np.log10(np.clip(Z, 1e-6, None)).T, levels=levels, cmap="viridis")
+        ax[k].contour(a, b, np.log10(np.clip(Z, 1e-6, None)).T, levels=levels, colors="k", linewidths=0.3, alpha=0.5)
+        ax[k].plot([0], [0], "r*", ms=9)
+        ax[k].set_title(n)
+        ax[k].set_aspect("equal")
+        ax[k].set_xlabel("direction 1")
+        ax[-1].plot(interp["alphas"], interp["values"]["train/loss"], "o-", ms=2.5, label=n)
+    ax[0].set_ylabel("direction 2 (filter-normalized)")
+    fig.colorbar(cs, ax=ax[len(slices) - 1], label="log10 train loss")
+    ax[-1].set_yscale("log")
+    ax[-1].set_xlabel("alpha (0: init, 1: solution)")
+    ax[-1].set_title("train loss, init -> solution")
+    ax[-1].grid(alpha=0.3)
+    ax[-1].legend(fontsize=8)
+    fig.suptitle("Li et al. 2018 on MNIST: 2D slices through the solution (filter-normalized directions)")
+    fig.savefig(out, dpi=72, bbox_inches="tight")
+
+
+def first_step(steps, vals, pred):
+    return next((s for s, v in zip(steps, vals) if pred(v)), None)
+
+
+def omnigrok(rs, out: Path) -> None:
+    """Train/test accuracy (log step axis) and the weight norm of runs differing in model.init_scale."""
+    rs = sorted(rs, key=lambda r: -r["cfg"]["model"]["init_scale"])
+    print("| alpha | steps | train acc 100% at step | test acc >= 50% at step | test acc within 1 pt of final at step | "
+          "test acc at 1e3 / 1e4 / end | final train acc | ||theta|| start / min / end | wall time (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    fig, ax = plt.subplots(1, len(rs), figsize=(6 * len(rs), 4), squeeze=False)
+    for k, r in enumerate(rs):
+        sm, al = r["summary"], r["cfg"]["model"]["init_scale"]
+        st, tr = xy(r, "train_eval/acc")
+        sv, va = xy(r, "val/acc")
+        sn, wn = xy(r, "weights/l2_total")
+        at = lambda step: next((v for s, v in zip(sv, va) if s >= step), float("nan"))
+        fin = va[-1]
+        print(f"| {al:g} | {sm['steps']} | {first_step(st, tr, lambda v: v >= 1.0)} | {first_step(sv, va, lambda v: v >= 0.5)} | "
+              f"{first_step(sv, va, lambda v: v >= fin - 0.01)} | {at(1000):.3f} / {at(10000):.3f} / {fin:.3f} | {tr[-1]:.3f} | "
+              f"{wn[0]:.1f} / {min(wn):.1f} / {wn[-1]:.1f} | {sm.get('fit_time_s', float('nan')):.0f} |")
+        a = ax[0, k]
+        a.plot(st, tr, color="tab:red", label="train")
+        a.plot(sv, va, color="tab:green", label="test")
+        a.set_xscale("log")
+        a.set_ylim(0, 1.02)
+        a.set_xlabel("optimizer step")
+        a.set_ylabel("accuracy")
+        a.grid(alpha=0.3)
+        a2 = a.twinx()
+        a2.plot(sn, wn, color="tab:purple", label="weight norm")
+        a2.set_ylabel("||theta||_2", color="tab:purple")
+        h1, l1 = a.get_legend_handles_labels()
+        h2, l2 = a2.get_legend_handles_labels()
+        a.legend(h1 + h2, l1 + l2, fontsize=8, loc="center left")
+        a.set_title(f"init scale alpha = {al:g}")
+    fig.suptitle("Omnigrok on MNIST: MLP 784-200-200-10, 1k train images, MSE, AdamW")
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=["eos", "regions", "init", "bslr"])
+    p.add_argument("kind", choices=["eos", "regions", "init", "bslr", "resnet", "omnigrok"])
     p.add_argument("multirun", type=Path)
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    {"eos": eos, "regions": regions, "init": init, "bslr": bslr}[a.kind](runs(a.multirun), a.out)
+    {"eos": eos, "regions": regions, "init": init, "bslr": bslr, "resnet": resnet, "omnigrok": omnigrok}[a.kind](runs(a.multirun), a.out)
     print(f"\nfigure: {a.out}")
 
 

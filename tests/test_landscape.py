@@ -228,3 +228,25 @@ def test_gradient_noise_matches_explicit_per_sample_gradients():
     s = gradient_noise(model, x, y, nn.functional.cross_entropy, chunk=16)
     assert s["grad_norm_sq"] == pytest.approx(float(G.mean(0).pow(2).sum()), rel=1e-8)
     assert s["trace_cov"] == pytest.approx(float(G.var(0, unbiased=True).sum()), rel=1e-8)
+
+
+def test_surface_roughness_tells_a_bowl_from_a_rough_surface():
+    a = np.linspace(-1, 1, 21)
+    b = np.linspace(-1, 1, 21)
+    A, B = np.meshgrid(a, b, indexing="ij")
+    bowl = LS.surface_roughness(a, b, 1.0 + 3 * A**2 + B**2 + 0.5 * A * B)
+    assert bowl["local_minima"] == 1 and bowl["nonconvex_fraction"] == 0.0 and bowl["eig_ratio_mean"] == 0.0
+    assert bowl["radial_monotone_fraction"] == 1.0
+    assert bowl["centre"] == pytest.approx(1.0) and bowl["edge_mean"] > bowl["mean"] > bowl["centre"]
+    # the same bowl with ripples (a chaotic surface in miniature): many minima, non-convex in places
+    rough = LS.surface_roughness(a, b, 1.0 + 3 * A**2 + B**2 + 0.5 * A * B + 0.3 * np.sin(9 * A) * np.cos(11 * B))
+    assert rough["local_minima"] >= 4
+    assert 0.2 < rough["nonconvex_fraction"] < 1.0 and rough["eig_ratio_mean"] > 0.1
+    assert rough["radial_monotone_fraction"] < 1.0
+    # a saddle is non-convex everywhere with |lambda_min / lambda_max| = 1
+    saddle = LS.surface_roughness(a, b, A**2 - B**2)
+    assert saddle["nonconvex_fraction"] == 1.0 and saddle["eig_ratio_mean"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="shape"):
+        LS.surface_roughness(a, b[:5], A)
+    with pytest.raises(ValueError, match="non-finite"):
+        LS.surface_roughness(a, b, np.where(A > 0.5, np.nan, A))

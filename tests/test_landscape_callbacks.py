@@ -15,7 +15,7 @@ def test_callbacks_in_a_run_and_posthoc_on_its_checkpoint(make_cfg, tmp_path):
     from whylearn.train import run
 
     cfg = make_cfg(["experiment=edge_of_stability", "logger=csv", "trainer.max_steps=30", "data.train_size=200",
-                    "data.num_samples=1000", "data.batch_size=50", "callbacks.sharpness.every_n_steps=100",
+                    "data.num_samples=1000", "data.batch_size=50", "callbacks.sharpness.every_n_steps=null",
                     "callbacks.sharpness.iters=200", "callbacks.sharpness.tol=1e-6", "trainer.check_val_every_n_epoch=4"])
     with open_dict(cfg):
         cfg.callbacks.landscape = OmegaConf.create({"_target_": "whylearn.callbacks.LossLandscape", "grid": 5,
@@ -36,6 +36,14 @@ def test_callbacks_in_a_run_and_posthoc_on_its_checkpoint(make_cfg, tmp_path):
     assert interp["values"]["train/loss"][-1] == pytest.approx(sl[2, 2], rel=1e-5)
     assert interp["values"]["train/loss"][0] > interp["values"]["train/loss"][-1]   # training lowered the loss
     assert summary["landscape/dist_init_final"] > 0
+    # the slice's roughness numbers; the trained solution is the lowest point of its 5x5 slice
+    assert summary["landscape/slice_local_minima"] >= 0 and 0 <= summary["landscape/slice_nonconvex_fraction"] <= 1
+    assert summary["landscape/slice_edge_mean"] > summary["landscape/slice_centre"] == pytest.approx(sl.min())
+    # every_n_steps=null: the sharpness is measured once, at the end of training
+    import csv
+
+    rows = [r for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("sharpness/lambda_max")]
+    assert [int(r["step"]) for r in rows] == [30]
 
     from whylearn.analysis import posthoc
 

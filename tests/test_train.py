@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -239,6 +241,44 @@ def test_offline_wandb_run_writes_its_summary_with_the_metrics(small_run):
     steps = [row["trainer/global_step"] for row in wb["history"] if "train/loss" in row]
     assert steps == sorted(steps) and steps[-1] <= summary["steps"]  # per-step curve, x axis = optimizer steps
     assert any(k.startswith("figures/loss") for row in wb["history"] for k in row)  # figures logged as images
+    # W&B rows are written from a background thread: every row of the CSV is there, in order, with its values
+    with open(out / "csv" / "metrics.csv") as f:
+        csv_rows = [r for r in csv.DictReader(f)]
+    for key in ("train/loss", "train/loss_epoch", "val/loss", "grads/l2_total"):
+        from_csv = [(int(r["step"]), float(r[key])) for r in csv_rows if r.get(key)]
+        from_wandb = [(row["trainer/global_step"], row[key]) for row in wb["history"] if key in row]
+        assert len(from_csv) > 1 and [s for s, _ in from_wandb] == [s for s, _ in from_csv], key
+        assert [v for _, v in from_wandb] == pytest.approx([v for _, v in from_csv], rel=1e-6), key
+
+
+def test_background_writer_keeps_order_and_hands_errors_to_the_caller():
+    from whylearn.loggers import BackgroundWriter
+
+    class Slow:
+        def __init__(self):
+            self.rows = []
+
+        def log_metrics(self, row, step):
+            if row.get("fail"):
+                raise BrokenPipeError("service gone")
+            time.sleep(0.001)
+            self.rows.append((step, row["x"]))
+
+    lg = Slow()
+    w = BackgroundWriter(lg)
+    for i in range(50):
+        w.put({"x": float(i)}, i)
+    w.drain()
+    assert lg.rows == [(i, float(i)) for i in range(50)]
+    w.put({"fail": 1}, 50)
+    with pytest.raises(BrokenPipeError, match="service gone"):
+        w.drain()
+    w.put({"x": 51.0}, 51)  # the error was handed over once; the writer goes on
+    w.drain()
+    assert lg.rows[-1] == (51, 51.0)
+    w.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        w.put({"x": 0.0}, 52)
 
 
 def test_cli_trains_and_reports_where_everything_is(tmp_path):

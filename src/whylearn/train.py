@@ -45,16 +45,6 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _log_figures(loggers: list, figures: list[Path]) -> None:
-    from lightning.pytorch.loggers import WandbLogger
-
-    for lg in loggers:
-        if isinstance(lg, WandbLogger) and figures:
-            import wandb
-
-            lg.experiment.log({f"figures/{p.stem}": wandb.Image(str(p)) for p in figures})
-
-
 def _start_loggers(loggers: list) -> None:
     """Start W&B now (it starts lazily at the first logged row otherwise, inside the training loop)."""
     from lightning.pytorch.loggers import WandbLogger
@@ -64,19 +54,6 @@ def _start_loggers(loggers: list) -> None:
             lg.experiment  # noqa: B018 - the property starts the run
 
 
-def _finish_wandb(loggers: list) -> None:
-    from lightning.pytorch.loggers import WandbLogger
-
-    for lg in loggers:
-        if isinstance(lg, WandbLogger):
-            import wandb
-
-            if lg._experiment is not None:
-                lg.experiment.summary.update({k: v for k, v in getattr(lg, "_whylearn_summary", {}).items()
-                                              if isinstance(v, (int, float))})
-            wandb.finish()
-
-
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and test as ``cfg`` says; return the summary (also written to ``summary.json``)."""
     import lightning as L
@@ -84,6 +61,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     from whylearn import jobs
     from whylearn.analysis.figures import plot_run
+    from whylearn.loggers import finish_wandb, log_images
     from whylearn.tasks.base import flush_logs, get_history
 
     _quiet_third_parties()
@@ -146,25 +124,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             write_summary(summary_path, summary)
             plot_run(get_history(task), out / "figures")
         try:  # a signal may also have stopped W&B's service process: keep the original error
-            flush_logs(task)
-            _finish_wandb(loggers)
+            flush_logs(task, wait=True)
+            finish_wandb(loggers, summary)
         except Exception as wandb_error:
             log.warning("could not finish the W&B run: %s", wandb_error)
         log.error("run failed at step %d: %s\nsummary (with the error): %s\ncheckpoints kept in: %s",
                   trainer.global_step, e, summary_path, ckpt_dir)
         raise
     if not zero:
-        _finish_wandb(loggers)
+        finish_wandb(loggers)
         return summary
-    flush_logs(task)
+    flush_logs(task, wait=True)
     figures = plot_run(get_history(task), out / "figures")
     write_summary(summary_path, summary)
     for lg in loggers:
-        lg._whylearn_summary = summary
         if hasattr(lg, "save"):
             lg.save()
-    _log_figures(loggers, figures)
-    _finish_wandb(loggers)
+    log_images(loggers, {f"figures/{p.stem}": p for p in figures})
+    finish_wandb(loggers, summary)
     _report(cfg, out, summary, figures, loggers)
     return summary
 
@@ -181,7 +158,7 @@ def _report(cfg: DictConfig, out: Path, summary: dict, figures: list[Path], logg
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
     lines = [f"run directory: {out}", f"  summary:     {out / 'summary.json'}",
-             f"  checkpoints: {out / 'checkpoints'}", f"  figures:     {', '.join(p.name for p in figures)} in {out / 'figures'}"]
+             f"  checkpoints: {out / 'checkpoints'}", f"  figures:     {', '.join(sorted(p.name for p in (out / 'figures').glob('*.png')))} in {out / 'figures'}"]
     for lg in loggers:
         if isinstance(lg, CSVLogger):
             lines.append(f"  metrics CSV: {Path(lg.log_dir) / 'metrics.csv'}")

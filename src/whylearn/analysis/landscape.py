@@ -282,6 +282,65 @@ def slice_2d(model: nn.Module, data: Data, theta: Tensor | None = None, d1: Tens
     return Slice2D(a, b, {k: v.reshape(na, nb) for k, v in vals.items()}, meta)
 
 
+def surface_roughness(a: np.ndarray, b: np.ndarray, Z: np.ndarray) -> dict[str, float]:
+    """Numbers for how convex or chaotic a 2D loss slice is, from the grid values alone.
+
+    Li et al. 2018 map |lambda_min / lambda_max| of the full Hessian over the slice to
+    show where a surface is non-convex. This is the cheap analogue on the slice itself: at every interior
+    grid point the 2x2 Hessian of the surface by central finite differences,
+    [[Z_aa, Z_ab], [Z_ab, Z_bb]], with eigenvalues lambda_1 <= lambda_2.
+
+    Args:
+        a: (na,) and b: (nb,) the grid coordinates (evenly spaced, na, nb >= 3);
+        Z: (na, nb) the loss, ``Z[i, j]`` at ``(a[i], b[j])``.
+
+    Returns:
+        ``mean``: mean of Z over the grid; ``edge_mean``: mean over the border points;
+        ``centre``: Z at the point nearest (0, 0); ``local_minima``: interior points strictly below all 8
+        neighbours; ``nonconvex_fraction``: fraction of interior points with lambda_1 < 0;
+        ``eig_ratio_mean``: mean over interior points of |min(lambda_1, 0)| / max(|lambda_1|, |lambda_2|)
+        (0 where the surface is locally convex, 1 where it is concave); ``radial_monotone_fraction``:
+        fraction of the 8 grid rays from the centre point (axes and diagonals) along which Z never
+        decreases (1 for a convex bowl centred on the solution).
+
+    Raises:
+        ValueError: shapes that disagree, a grid smaller than 3x3, or non-finite values.
+    """
+    a, b, Z = np.asarray(a, float), np.asarray(b, float), np.asarray(Z, float)
+    if Z.ndim != 2 or Z.shape != (a.size, b.size):
+        raise ValueError(f"Z must have shape (len(a), len(b)) = ({a.size}, {b.size}), got {Z.shape}")
+    if min(Z.shape) < 3:
+        raise ValueError(f"surface_roughness needs a grid of at least 3x3 points, got {Z.shape}")
+    if not np.isfinite(Z).all():
+        raise ValueError("surface_roughness got non-finite loss values (nan or inf) on the grid")
+    ha, hb = a[1] - a[0], b[1] - b[0]
+    c = Z[1:-1, 1:-1]
+    zaa = (Z[2:, 1:-1] - 2 * c + Z[:-2, 1:-1]) / ha**2
+    zbb = (Z[1:-1, 2:] - 2 * c + Z[1:-1, :-2]) / hb**2
+    zab = (Z[2:, 2:] - Z[2:, :-2] - Z[:-2, 2:] + Z[:-2, :-2]) / (4 * ha * hb)
+    mean_ = (zaa + zbb) / 2
+    rad = np.sqrt(((zaa - zbb) / 2) ** 2 + zab**2)
+    l1, l2 = mean_ - rad, mean_ + rad
+    ratio = np.abs(np.minimum(l1, 0)) / np.maximum(np.maximum(np.abs(l1), np.abs(l2)), 1e-12)
+    neigh = np.stack([Z[1 + di:Z.shape[0] - 1 + di, 1 + dj:Z.shape[1] - 1 + dj]
+                      for di in (-1, 0, 1) for dj in (-1, 0, 1) if (di, dj) != (0, 0)])
+    minima = int((c[None] < neigh).all(0).sum())
+    i0, j0 = int(np.abs(a).argmin()), int(np.abs(b).argmin())
+    monotone = []
+    for di, dj in [(1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)]:
+        ray, i, j = [], i0, j0
+        while 0 <= i < Z.shape[0] and 0 <= j < Z.shape[1]:
+            ray.append(Z[i, j])
+            i, j = i + di, j + dj
+        if len(ray) > 1:
+            monotone.append(bool((np.diff(ray) >= 0).all()))
+    border = np.concatenate([Z[0], Z[-1], Z[1:-1, 0], Z[1:-1, -1]])
+    return {"mean": float(Z.mean()), "edge_mean": float(border.mean()), "centre": float(Z[i0, j0]),
+            "local_minima": minima, "nonconvex_fraction": float((l1 < 0).mean()),
+            "eig_ratio_mean": float(ratio.mean()),
+            "radial_monotone_fraction": float(np.mean(monotone)) if monotone else float("nan")}
+
+
 # -- figures -----------------------------------------------------------------------------------------------
 def _plt():
     import matplotlib

@@ -15,13 +15,9 @@ def _figures_dir(trainer: L.Trainer) -> Path:
 
 
 def _log_image(trainer: L.Trainer, name: str, path: Path) -> None:
-    from lightning.pytorch.loggers import WandbLogger
+    from whylearn.loggers import log_images
 
-    for lg in trainer.loggers:
-        if isinstance(lg, WandbLogger):
-            import wandb
-
-            lg.experiment.log({f"figures/{name}": wandb.Image(str(path))})
+    log_images(trainer.loggers, {f"figures/{name}": path})
 
 
 class CurveFigure(Callback):

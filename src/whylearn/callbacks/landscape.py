@@ -94,6 +94,9 @@ class LossLandscape(Callback):
             "landscape/slice_min": float(Z.min()), "landscape/slice_max": float(Z.max()),
             "landscape/dist_init_final": float((theta - init).norm()),
         }
+        if min(na, nb) >= 3 and np.isfinite(Z).all():
+            rough = LS.surface_roughness(sl.a, sl.b, Z)
+            scalars.update({f"landscape/slice_{k}": v for k, v in rough.items() if k != "centre"})
         log_scalars(pl_module, scalars)
         add_summary(pl_module, scalars)
 

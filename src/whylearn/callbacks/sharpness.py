@@ -76,7 +76,8 @@ class Sharpness(Callback):
 
     Args:
         every_n_steps: measurement interval (measured before the optimizer step whose index is a
-            multiple of it, i.e. at the parameters after that many steps; step 0 included).
+            multiple of it, i.e. at the parameters after that many steps; step 0 included); None:
+            only once, at the end of training.
         num_samples: seeded subset of the training set defining the loss (None: all of it,
             the full-batch loss of Cohen et al.).
         k: eigenvalues to track (1: power iteration; more: subspace iteration).
@@ -91,11 +92,11 @@ class Sharpness(Callback):
     ``sharpness/hvps``. Summary: final ``sharpness/lambda_max`` and ``sharpness/two_over_lr``.
     """
 
-    def __init__(self, every_n_steps: int = 100, num_samples: int | None = 1000, k: int = 1, iters: int = 20,
+    def __init__(self, every_n_steps: int | None = 100, num_samples: int | None = 1000, k: int = 1, iters: int = 20,
                  tol: float = 1e-3, trace_samples: int = 0, method: str = "auto", chunk_size: int | None = None,
                  seed: int = 0, figure: bool = True) -> None:
-        if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1 or None (only at the end), got {every_n_steps}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if method not in H.HVP_METHODS:
@@ -128,7 +129,7 @@ class Sharpness(Callback):
 
     def _maybe(self, trainer, pl_module) -> None:
         step = trainer.global_step
-        if step % self.every_n_steps or step == self._last_step:
+        if self.every_n_steps is None or step % self.every_n_steps or step == self._last_step:
             return
         self._last_step = step
         log_scalars(pl_module, self.measure(trainer, pl_module), step=step)

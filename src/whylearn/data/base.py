@@ -178,7 +178,25 @@ class EvalLoader:
             yield self.split.x[idx], self.split.y[idx]
 
 
-class InMemoryDataModule(L.LightningDataModule):
+class TrainerPlacement:
+    """Where a datamodule's tensors live and which epoch it serves, read from the attached trainer
+    (CPU, rank 0 of 1 and epoch 0 when there is none). Shared by every in-memory datamodule."""
+
+    def _placement(self) -> tuple[torch.device, int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return torch.device("cpu"), 0, 1
+        return trainer.strategy.root_device, trainer.global_rank, trainer.world_size
+
+    def _device(self) -> torch.device:
+        return self._placement()[0]
+
+    def _epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.current_epoch if trainer is not None else 0
+
+
+class InMemoryDataModule(TrainerPlacement, L.LightningDataModule):
     """Base class of whylearn's classification datamodules.
 
     Args:
@@ -277,21 +295,10 @@ class InMemoryDataModule(L.LightningDataModule):
             self.noisy_indices = torch.empty(0, dtype=torch.long)
         self.train, self.val, self.test = train, val, test
 
-    # device and distribution come from the trainer once it is attached
-    def _placement(self) -> tuple[torch.device, int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return torch.device("cpu"), 0, 1
-        return trainer.strategy.root_device, trainer.global_rank, trainer.world_size
-
     def _to_device(self) -> None:
-        device, _, _ = self._placement()
+        device = self._device()
         if self.train.x.device != device:
             self.train, self.val, self.test = self.train.to(device), self.val.to(device), self.test.to(device)
-
-    def _epoch(self) -> int:
-        trainer = getattr(self, "trainer", None)
-        return trainer.current_epoch if trainer is not None else 0
 
     def train_dataloader(self) -> ChunkLoader:
         self.setup()

@@ -33,7 +33,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from whylearn.data.base import ChunkLoader, EvalLoader, Split
+from whylearn.data.base import ChunkLoader, EvalLoader, Split, TrainerPlacement
 
 GM_SUN = 4.0 * math.pi**2  # AU^3 / yr^2
 
@@ -225,7 +225,7 @@ def make_windows(planets: list[Planet], starts: np.ndarray, which: np.ndarray, w
     return noisy[:, :window].reshape(N, 2 * window), noisy[:, window + horizon - 1], clean_target
 
 
-class KeplerDataModule(L.LightningDataModule):
+class KeplerDataModule(TrainerPlacement, L.LightningDataModule):
     """Forecasting planets: (``window`` observed positions) -> (position ``horizon`` steps ahead).
 
     Inputs (B, 2 * window) in AU (x1, y1, x2, y2, ...); targets (B, 2) in AU. Training
@@ -298,18 +298,10 @@ class KeplerDataModule(L.LightningDataModule):
         self.test_out, self.planet_index["test_out"] = self._sample(self.num_test, self.t_train, self.t_test_end, rng_out,
                                                                     clean_targets=True)
 
-    def _device(self) -> torch.device:
-        trainer = getattr(self, "trainer", None)
-        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-
     def _to_device(self) -> None:
         d = self._device()
         if self.train.x.device != d:
             self.train, self.val, self.test, self.test_out = (s.to(d) for s in (self.train, self.val, self.test, self.test_out))
-
-    def _epoch(self) -> int:
-        trainer = getattr(self, "trainer", None)
-        return trainer.current_epoch if trainer is not None else 0
 
     def train_dataloader(self) -> ChunkLoader:
         self.setup()

@@ -30,7 +30,8 @@ from torch import Tensor, nn  # noqa: E402
 from whylearn.analysis import classic as sweeps  # noqa: E402
 from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
 from whylearn.models.perceptron import Perceptron, _pm1, linearly_separable, margin, novikoff_bound  # noqa: E402
-from whylearn.tasks.base import get_history, log_scalars  # noqa: E402
+from whylearn.tasks.analysis import AnalysisTask  # noqa: E402
+from whylearn.tasks.base import HistoryInCheckpoint, get_history, log_scalars  # noqa: E402
 from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 
@@ -51,20 +52,8 @@ def _samples(chunk) -> Any:
         yield from zip(x, y)
 
 
-class _HistoryInCheckpoint(L.LightningModule):
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["whylearn_history"] = get_history(self).state_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "whylearn_history" in checkpoint:
-            get_history(self).load_state_dict(checkpoint["whylearn_history"])
-
-    def configure_optimizers(self):
-        return None
-
-
 # -- the perceptron ----------------------------------------------------------------------------------
-class PerceptronTask(_HistoryInCheckpoint):
+class PerceptronTask(HistoryInCheckpoint):
     """Train a :class:`~whylearn.models.Perceptron` by the perceptron rule (Rosenblatt 1958).
 
     Each training sample of each mini-batch is visited in the datamodule's (seeded, shuffled)
@@ -182,7 +171,7 @@ class PerceptronTask(_HistoryInCheckpoint):
 
 
 # -- the Hopfield network ------------------------------------------------------------------------------
-class HopfieldTask(_HistoryInCheckpoint):
+class HopfieldTask(HistoryInCheckpoint):
     """Store the training patterns in a :class:`~whylearn.models.Hopfield` network; retrieve the test probes.
 
     Training applies Hebb's rule once per stored pattern (one step each); the test settles
@@ -254,20 +243,18 @@ class HopfieldTask(_HistoryInCheckpoint):
 
 
 # -- sweeps ---------------------------------------------------------------------------------------
-class SweepTask(_HistoryInCheckpoint):
-    """A fit that runs a sweep of tiny models: :meth:`run_sweep` once, counted as one step per sweep point.
+class SweepTask(AnalysisTask):
+    """An analysis that runs a sweep of tiny models: :meth:`run_sweep` once, one step per sweep point.
 
-    Subclasses implement :meth:`run_sweep` (-> dict kept as ``self.result``, rows under ``rows``)
-    and :meth:`plot` (figures into the run directory). The datamodule and model of the config
-    are the sweep's base point (used for shapes and checks; each sweep point builds its own).
-    Use with ``trainer.max_epochs: 1`` and ``test_after_fit: false``.
+    Subclasses implement :meth:`run_sweep` (-> dict kept as ``self.result``, rows under ``rows``;
+    it calls :meth:`~whylearn.tasks.analysis.AnalysisTask.point_done` after each point) and
+    :meth:`plot` (figures into the run directory's ``figures/``, also logged to W&B). The datamodule
+    and model of the config are the sweep's base point (used for shapes and checks; each sweep
+    point builds its own). Use with ``trainer.max_epochs: 1`` and ``test_after_fit: false``.
     """
 
     def __init__(self, model: nn.Module | None = None, num_classes: int | None = None) -> None:
-        super().__init__()
-        self.automatic_optimization = False
-        self.model = model
-        self.result: dict[str, Any] = {}
+        super().__init__(None, model)
 
     def run_sweep(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -275,18 +262,10 @@ class SweepTask(_HistoryInCheckpoint):
     def plot(self, result: dict[str, Any], figures: Path) -> None:
         raise NotImplementedError
 
-    def training_step(self, chunk, chunk_idx: int) -> None:
-        if not self.result:
-            self.result = self.run_sweep()
-        self.trainer.should_stop = True
-
-    def _point_done(self, metrics: dict[str, float]) -> None:
-        _count_step(self.trainer)
-        log_scalars(self, metrics)
-
-    def summary_metrics(self, datamodule) -> dict[str, Any]:
-        self.plot(self.result, _figures_dir(self))
-        return {k: v for k, v in self.result.items()}
+    def run_analysis(self, out_dir: Path) -> dict[str, Any]:
+        result = self.run_sweep()
+        self.plot(result, out_dir / "figures")
+        return result
 
 
 class XORSweepTask(SweepTask):
@@ -311,7 +290,7 @@ class XORSweepTask(SweepTask):
                 row = sweeps.xor_sweep([w], [act], range(self.num_seeds), steps=self.steps, lr=self.lr,
                                        momentum=self.momentum, loss=self.loss)[0]
                 rows.append(row)
-                self._point_done({f"xor/success_rate/{act}": row["success_rate"], "xor/width": w})
+                self.point_done({f"xor/success_rate/{act}": row["success_rate"], "xor/width": w})
         return {"rows": rows, "num_seeds": self.num_seeds,
                 "success_rate": {f"{r['activation']}/w{r['width']}": r["success_rate"] for r in rows}}
 
@@ -346,7 +325,7 @@ class PerceptronMarginSweepTask(SweepTask):
             for d in self.dims:
                 rs = sweeps.perceptron_margin_sweep([g], [d], range(self.num_seeds), self.n, self.radius, self.max_epochs)
                 rows += rs
-                self._point_done({f"perceptron/max_mistakes/d{d}": max(r["mistakes"] for r in rs), "perceptron/gamma": g})
+                self.point_done({f"perceptron/max_mistakes/d{d}": max(r["mistakes"] for r in rs), "perceptron/gamma": g})
         within = all(r["mistakes"] <= r["bound"] for r in rows)
         return {"rows": rows, "all_separated": all(r["separated"] for r in rows), "all_within_bound": within,
                 "max_mistakes_over_bound": max(r["mistakes"] / r["bound"] for r in rows)}
@@ -391,7 +370,7 @@ class LMSSweepTask(SweepTask):
         mus = torch.logspace(math.log10(lo), math.log10(hi), self.num_mu, dtype=torch.float64).tolist()
         res = sweeps.lms_sweep(x, y, mus, epochs=self.epochs, seed=self.seed)
         for r in res["rows"]:
-            self._point_done({"lms/mu": r["mu"], "lms/full_diverged": float(r["full_diverged"]),
+            self.point_done({"lms/mu": r["mu"], "lms/full_diverged": float(r["full_diverged"]),
                               "lms/single_diverged": float(r["lms_diverged"])})
         return res
 
@@ -430,7 +409,7 @@ class HopfieldCapacityTask(SweepTask):
             for a in self.loads:
                 r = sweeps.hopfield_capacity(n, [a], self.trials, self.corruption, self.seed)[0]
                 rows.append(r)
-                self._point_done({f"hopfield/overlap/N{n}": r["overlap"], f"hopfield/recalled/N{n}": r["recalled"], "hopfield/load": r["load"]})
+                self.point_done({f"hopfield/overlap/N{n}": r["overlap"], f"hopfield/recalled/N{n}": r["recalled"], "hopfield/load": r["load"]})
         # the measured capacity: the largest load at which at least half of the patterns were recalled
         cap = {f"N{n}": max([r["load"] for r in rows if r["N"] == n and r["recalled"] >= 0.5], default=0.0) for n in self.num_neurons}
         return {"rows": rows, "capacity_half_recalled": cap, "corruption": self.corruption}

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from whylearn.models.ensemble import VmapEnsemble
-from whylearn.tasks.base import FastTask, get_history, log_scalars
+from whylearn.tasks.base import FastTask, SplitEval, get_history, log_scalars
 from whylearn.tasks.classification import LOSSES, classification_loss
 
 
@@ -40,7 +40,7 @@ def resolve_seeds(seeds: int | Sequence[int], base_seed: int) -> list[int]:
     return [int(s) for s in seeds]
 
 
-class EnsembleClassificationTask(FastTask):
+class EnsembleClassificationTask(SplitEval, FastTask):
     """Train S seeds of ``model`` at once; see the module docstring.
 
     Args:
@@ -170,18 +170,6 @@ class EnsembleClassificationTask(FastTask):
         n = s[2].clamp_min(1)
         self._log_vector(f"{prefix}/loss", s[0] / n)
         self._log_vector(f"{prefix}/acc", s[1] / n)
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
 
     def summary_metrics(self, datamodule) -> dict[str, Any]:
         """Final per-member and mean/std train and val loss and accuracy, the gaps, and the test numbers."""

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from whylearn.tasks.base import FastTask, log_scalars
+from whylearn.tasks.base import FastTask, SplitEval, log_scalars
 
 
-class ForecastTask(FastTask):
+class ForecastTask(SplitEval, FastTask):
     """Train ``model`` to forecast a position from a window of earlier positions (mean squared error).
 
     The model sees the window divided by ``input_scale`` (AU) and, with ``residual``, predicts the
@@ -73,18 +73,6 @@ class ForecastTask(FastTask):
         sq, n = self._sums.pop(name, [0.0, 0])
         if n:
             log_scalars(self, {f"{name}/rmse": math.sqrt(sq / n), f"{name}/loss": sq / n})
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
 
     # -- what a forecaster implies about the law -------------------------------------------------
     @torch.no_grad()
