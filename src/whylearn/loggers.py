@@ -161,6 +161,8 @@ class BackgroundWriter:
         self._raise()
 
     def close(self) -> None:
+        """Write what is queued, stop the thread and forget the exit hook (which holds the logger)."""
+        atexit.unregister(self.close)
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(timeout=60)
