@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from whylearn.data.base import Split
+from whylearn.data.base import Split, TrainerPlacement
 
 TOKENIZERS = ("char", "bpe")
 
@@ -207,7 +207,7 @@ def windows(tokens: Tensor, block_size: int, stride: int | None = None) -> Split
     return Split(x, y)
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(TrainerPlacement, L.LightningDataModule):
     """Next-token prediction on one text (e.g. Tiny Shakespeare), character- or BPE-tokenized.
 
     Args:
@@ -355,10 +355,6 @@ class TextDataModule(L.LightningDataModule):
         return (self.block_size,)
 
     # -- loaders ------------------------------------------------------------------------------
-    def _device(self) -> torch.device:
-        trainer = getattr(self, "trainer", None)
-        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-
     def _to_device(self) -> None:
         device = self._device()
         if self.train_tokens.device != device:
@@ -368,11 +364,9 @@ class TextDataModule(L.LightningDataModule):
     def train_dataloader(self) -> WindowLoader:
         self.setup()
         self._to_device()
-        trainer = getattr(self, "trainer", None)
-        epoch_fn = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
-        rank = trainer.global_rank if trainer is not None else 0
+        _, rank, _ = self._placement()
         return WindowLoader(self.train_tokens, self.block_size, self.batch_size, self.steps_per_epoch,
-                            self.steps_per_chunk, self.seed + 7919 * rank, epoch_fn)
+                            self.steps_per_chunk, self.seed + 7919 * rank, self._epoch)
 
     def val_dataloader(self) -> EvalWindows:
         self.setup()
