@@ -142,7 +142,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             lg.save()
     log_images(loggers, {f"figures/{p.stem}": p for p in figures})
     finish_wandb(loggers, summary)
-    _report(cfg, out, summary, figures, loggers)
+    _report(cfg, out, summary, loggers)
     return summary
 
 
@@ -154,7 +154,7 @@ def _final_weight_norms(trainer, task) -> dict[str, float]:
     return {k: m.get(k) for k in ("weights/l2_total", "weights/dist_from_init", "weights/rel_dist_from_init")}
 
 
-def _report(cfg: DictConfig, out: Path, summary: dict, figures: list[Path], loggers: list) -> None:
+def _report(cfg: DictConfig, out: Path, summary: dict, loggers: list) -> None:
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
     lines = [f"run directory: {out}", f"  summary:     {out / 'summary.json'}",

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from whylearn.tasks.base import HistoryInCheckpoint, log_scalars
+from whylearn.tasks.base import HistoryInCheckpoint, count_steps, log_scalars
 
 log = logging.getLogger("whylearn")
 
@@ -52,9 +52,7 @@ class AnalysisTask(HistoryInCheckpoint):
 
     def point_done(self, metrics: dict[str, float]) -> None:
         """Count one step (a sweep point, say) in Lightning's progress and log its scalars at it."""
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        progress.increment_ready()
-        progress.increment_completed()
+        count_steps(self.trainer)
         log_scalars(self, metrics)
 
     def training_step(self, batch, batch_idx: int) -> None:

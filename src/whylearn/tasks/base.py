@@ -129,6 +129,15 @@ def flush_logs(pl_module: L.LightningModule, wait: bool = False) -> None:
             trainer.loggers = [lg for lg in trainer.loggers if lg is not logger]
 
 
+def count_steps(trainer: L.Trainer, n: int = 1) -> None:
+    """Count ``n`` optimizer steps in Lightning's progress tracker (``trainer.global_step``), for tasks
+    that update by hand (learning rules, sweep points) instead of through a torch optimizer."""
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    for _ in range(n):
+        progress.increment_ready()
+        progress.increment_completed()
+
+
 class SplitEval:
     """Mixin for tasks that evaluate validation and test alike: ``validation_step`` and ``test_step``
     call ``_eval_step(split, batch)`` (``split`` is ``"val"`` or ``"test"``), and the epoch ends call

@@ -31,19 +31,12 @@ from whylearn.analysis import classic as sweeps  # noqa: E402
 from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
 from whylearn.models.perceptron import Perceptron, _pm1, linearly_separable, margin, novikoff_bound  # noqa: E402
 from whylearn.tasks.analysis import AnalysisTask  # noqa: E402
-from whylearn.tasks.base import HistoryInCheckpoint, get_history, log_scalars  # noqa: E402
+from whylearn.tasks.base import HistoryInCheckpoint, count_steps, get_history, log_scalars  # noqa: E402
 from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 
 def _figures_dir(task: L.LightningModule) -> Path:
     return Path(task.trainer.default_root_dir) / "figures"
-
-
-def _count_step(trainer: L.Trainer, n: int = 1) -> None:
-    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-    for _ in range(n):
-        progress.increment_ready()
-        progress.increment_completed()
 
 
 def _samples(chunk) -> Any:
@@ -97,7 +90,7 @@ class PerceptronTask(HistoryInCheckpoint):
         for x, y in _samples(chunk):
             self._epoch_mistakes += int(self.model.perceptron_update(x, 2 * int(y) - 1, self.lr))
             n += 1
-        _count_step(self.trainer, n)
+        count_steps(self.trainer, n)
 
     @torch.no_grad()
     def accuracy(self, x: Tensor, y: Tensor) -> float:
@@ -193,7 +186,7 @@ class HopfieldTask(HistoryInCheckpoint):
     def training_step(self, chunk, chunk_idx: int) -> None:
         for x, _ in _samples(chunk):
             self.model.store(x[None])
-            _count_step(self.trainer)
+            count_steps(self.trainer)
 
     def on_train_epoch_end(self) -> None:
         self.trainer.should_stop = True  # Hebbian storage is one pass
