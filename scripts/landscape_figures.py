@@ -121,6 +121,22 @@ def initial_norm(cfg) -> float:
     return float(torch.cat([p.detach().flatten() for p in net.parameters()]).norm())
 
 
+def sweep_panels(x, xlabel: str, panels, title: str, out: Path, width: float) -> None:
+    """One row of panels against a swept value x (log axis): ``panels`` = [(values, title, log_y), ...]."""
+    fig, ax = plt.subplots(1, len(panels), figsize=(width, 3.6))
+    for a, (vals, lab, logy) in zip(ax, panels):
+        a.plot(x, vals, "o-")
+        a.set_xscale("log")
+        if logy:
+            a.set_yscale("log")
+        a.set_xlabel(xlabel)
+        a.set_title(lab)
+        a.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
 def init(rs, out: Path) -> None:
     rs = sorted(rs, key=lambda r: r["cfg"]["model"]["init_scale"])
     sc = [r["cfg"]["model"]["init_scale"] for r in rs]
@@ -133,22 +149,12 @@ def init(rs, out: Path) -> None:
         print(f"| {r['cfg']['model']['init_scale']:g} | {sm.get('fit/steps_to_fit')} | {sm['train/acc']:.3f} | "
               f"{sm.get('test/acc', float('nan')):.3f} | {s0[0]:.3g} | {sm.get('sharpness/lambda_max', float('nan')):.3g} | "
               f"{initial_norm(r['cfg']):.3g} | {sm['weights/l2_total']:.3g} |")
-    fig, ax = plt.subplots(1, 4, figsize=(15, 3.6))
     steps = [s if s is not None else float("nan") for s in get("fit/steps_to_fit")]
-    for a, vals, lab, logy in [(ax[0], steps, "steps to 99% train accuracy", True),
-                               (ax[1], get("test/acc"), "test accuracy", False),
-                               (ax[2], get("sharpness/lambda_max"), "sharpness at the end", True),
-                               (ax[3], get("weights/l2_total"), "final weight norm ||theta||", True)]:
-        a.plot(sc, vals, "o-")
-        a.set_xscale("log")
-        if logy:
-            a.set_yscale("log")
-        a.set_xlabel("initialization scale (x default)")
-        a.set_title(lab)
-        a.grid(alpha=0.3)
-    fig.suptitle("Initialization scale sweep: MLP 40-100-100-10 on MNIST-1D, Adam")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    sweep_panels(sc, "initialization scale (x default)",
+                 [(steps, "steps to 99% train accuracy", True), (get("test/acc"), "test accuracy", False),
+                  (get("sharpness/lambda_max"), "sharpness at the end", True),
+                  (get("weights/l2_total"), "final weight norm ||theta||", True)],
+                 "Initialization scale sweep: MLP 40-100-100-10 on MNIST-1D, Adam", out, width=15)
 
 
 def bslr(rs, out: Path) -> None:
@@ -161,20 +167,11 @@ def bslr(rs, out: Path) -> None:
         print(f"| {b} | {lr:g} | {lr / b:g} | {sm['steps']} | {sm['train/acc']:.3f} | {sm.get('test/acc', float('nan')):.3f} | "
               f"{sm.get('sharpness/lambda_max', float('nan')):.3g} | {2 / lr:.3g} | {sm.get('noise/trace_cov', float('nan')):.3g} | "
               f"{sm.get('noise/minibatch', float('nan')):.3g} | {sm.get('noise/simple_noise_scale', float('nan')):.3g} |")
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
     get = lambda k: [r["summary"].get(k) for r in rs]
-    for a, vals, lab in [(ax[0], get("test/acc"), "test accuracy"), (ax[1], get("sharpness/lambda_max"), "sharpness at the end"),
-                         (ax[2], get("noise/minibatch"), "mini-batch gradient noise tr(Sigma)/B")]:
-        a.plot(B, vals, "o-")
-        a.set_xscale("log")
-        if lab != "test accuracy":
-            a.set_yscale("log")
-        a.set_xlabel("batch size B (lr = 0.001 B)")
-        a.set_title(lab)
-        a.grid(alpha=0.3)
-    fig.suptitle("Batch size with the learning rate scaled: MLP on MNIST-1D, plain SGD, 20 epochs")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    sweep_panels(B, "batch size B (lr = 0.001 B)",
+                 [(get("test/acc"), "test accuracy", False), (get("sharpness/lambda_max"), "sharpness at the end", True),
+                  (get("noise/minibatch"), "mini-batch gradient noise tr(Sigma)/B", True)],
+                 "Batch size with the learning rate scaled: MLP on MNIST-1D, plain SGD, 20 epochs", out, width=13)
 
 
 def resnet(rs, out: Path) -> None:
