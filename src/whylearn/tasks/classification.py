@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor, nn
 
-from whylearn.tasks.base import FastTask, log_scalars
+from whylearn.tasks.base import FastTask, SplitEval, log_scalars
 
 LOSSES = ("cross_entropy", "mse")
 
@@ -32,7 +32,7 @@ def classification_loss(name: str, logits: Tensor, y: Tensor, reduction: str = "
     raise ValueError(f"unknown loss {name!r}; allowed: {list(LOSSES)}")
 
 
-class ClassificationTask(FastTask):
+class ClassificationTask(SplitEval, FastTask):
     """Train ``model`` (any ``nn.Module`` mapping (B, ...) to logits (B, C)) to classify.
 
     Logs ``train/loss`` and ``train/acc`` (of that step's mini-batch) every ``log_every_n_steps``
@@ -116,28 +116,17 @@ class ClassificationTask(FastTask):
         n = max(x.shape[0], 1)
         return {"loss": (loss_sum / n).item(), "acc": correct.item() / n}
 
-    def _eval_step(self, batch, loss_metric: torchmetrics.MeanMetric, acc_metric) -> None:
+    def _eval_step(self, split: str, batch) -> None:
         x, y = batch
         logits, per_sample = self.eval_batch(x, y)
-        loss_metric.update(per_sample)
-        acc_metric.update(logits, y)
+        getattr(self, f"{split}_loss").update(per_sample)
+        getattr(self, f"{split}_acc").update(logits, y)
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_loss, self.val_acc)
-
-    def on_validation_epoch_end(self) -> None:
-        metrics = {"val/loss": self.val_loss.compute(), "val/acc": self.val_acc.compute()}
-        self.val_loss.reset()
-        self.val_acc.reset()
-        log_scalars(self, metrics)
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_loss, self.test_acc)
-
-    def on_test_epoch_end(self) -> None:
-        metrics = {"test/loss": self.test_loss.compute(), "test/acc": self.test_acc.compute()}
-        self.test_loss.reset()
-        self.test_acc.reset()
+    def _eval_end(self, split: str) -> None:
+        loss, acc = getattr(self, f"{split}_loss"), getattr(self, f"{split}_acc")
+        metrics = {f"{split}/loss": loss.compute(), f"{split}/acc": acc.compute()}
+        loss.reset()
+        acc.reset()
         log_scalars(self, metrics)
 
     def summary_metrics(self, datamodule) -> dict[str, float]:
