@@ -281,6 +281,37 @@ def test_background_writer_keeps_order_and_hands_errors_to_the_caller():
         w.put({"x": 0.0}, 52)
 
 
+def test_background_writer_writes_in_bursts_and_on_its_own():
+    from whylearn.loggers import BackgroundWriter
+
+    class Rec:
+        def __init__(self):
+            self.rows = []
+
+        def log_metrics(self, row, step):
+            self.rows.append(step)
+
+    lg = Rec()
+    w = BackgroundWriter(lg, interval=30.0)  # far longer than the test: only drain() can end the wait
+    for i in range(40):
+        w.put({"x": float(i)}, i)
+    assert lg.rows == []  # still waiting out the interval
+    w.drain()
+    assert lg.rows == list(range(40)) and w.bursts == 1  # one burst, in order
+    w.close()
+    quick = BackgroundWriter(Rec(), interval=0.01)  # without drain, rows are written after the interval
+    quick.put({"x": 1.0}, 7)
+    deadline = time.monotonic() + 30
+    while not quick.logger.rows and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert quick.logger.rows == [7]
+    with pytest.raises(RuntimeError, match="closed"):
+        quick.close()
+        quick.put({"x": 2.0}, 8)
+    with pytest.raises(ValueError, match="interval"):
+        BackgroundWriter(Rec(), interval=-1)
+
+
 def test_cli_trains_and_reports_where_everything_is(tmp_path):
     cmd = [sys.executable, "-m", "whylearn.train", "experiment=mnist1d_mlp", "trainer.max_epochs=2",
            "data.num_samples=1000", f"paths.root_dir={tmp_path}", "logger=csv"]
