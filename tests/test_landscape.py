@@ -152,6 +152,25 @@ def test_deep_line_regions_agree_with_a_fine_grid():
     assert len(res.per_layer) == 3 and all(1 <= c <= res.total for c in res.per_layer)
 
 
+@pytest.mark.parametrize("arch,shortcut", [("cifar", True), ("cifar", False), ("preact18", True)])
+def test_resnet_line_regions_see_every_relu_and_agree_with_a_fine_grid(arch, shortcut):
+    from whylearn.models import ResNet
+
+    torch.manual_seed(0)
+    net = ResNet(1, 3, arch=arch, depth=8 if arch == "cifar" else 18, width=2, shortcut=shortcut).double().eval()
+    # one pattern layer per ReLU call: stem or final + two per block (3 blocks at depth 8, 8 in preact18)
+    blocks = 3 if arch == "cifar" else 8
+    assert R.check_relu_network(net) == 1 + 2 * blocks
+    x0 = torch.randn(1, 8, 8, dtype=torch.float64)
+    x1 = x0 + 0.5 * torch.randn(1, 8, 8, dtype=torch.float64)
+    res = R.regions_on_segment(net, x0, x1)
+    assert len(res.per_layer) == 1 + 2 * blocks
+    t = torch.linspace(0, 1, 100_001, dtype=torch.float64)[:, None, None, None]  # closest breakpoints: 5e-5 apart
+    pats = torch.cat(R.patterns(net, x0 + t * (x1 - x0)), 1)
+    grid_total = int((pats[1:] != pats[:-1]).any(1).sum()) + 1
+    assert res.total > 1 and res.total == grid_total
+
+
 def test_plane_and_dataset_patterns():
     torch.manual_seed(0)
     net = MLP(2, 2, hidden=[6])

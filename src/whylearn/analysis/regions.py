@@ -23,8 +23,9 @@ exponentially with depth, in practice).
 The network's nonlinearities must be ``nn.ReLU`` modules (patterns are read by
 forward hooks on them; a module reused k times counts as k layers) and everything
 else piecewise linear: Linear, convolutions, average pooling, BatchNorm in eval
-mode, Flatten, Dropout (off in eval mode), Identity, containers. Anything else
-raises ``ValueError`` naming the module.
+mode, Flatten, Dropout (off in eval mode), Identity, containers, and any module
+whose class sets ``piecewise_linear = True`` (e.g. the ResNet's zero-padding
+shortcut). Anything else raises ``ValueError`` naming the module.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def check_relu_network(model: nn.Module) -> int:
     for name, m in model.named_modules():
         if isinstance(m, nn.ReLU):
             relus += 1
-        elif not isinstance(m, PIECEWISE_LINEAR) and next(m.children(), None) is None:  # a leaf layer
+        elif (not isinstance(m, PIECEWISE_LINEAR) and not getattr(m, "piecewise_linear", False)
+              and next(m.children(), None) is None):  # a leaf layer
             raise ValueError(
                 f"module {name or type(m).__name__!r} ({type(m).__name__}) is not one of the piecewise-linear layers "
                 f"that region counting supports: {[t.__name__ for t in PIECEWISE_LINEAR]} (use activation: relu)")

@@ -39,6 +39,8 @@ def _conv3x3(cin: int, cout: int, stride: int, norm: str) -> nn.Conv2d:
 class PadShortcut(nn.Module):
     """He et al. 2016a option A: subsample by ``stride`` and zero-pad the channels from ``cin`` to ``cout``."""
 
+    piecewise_linear = True  # a linear map: region counting (whylearn.analysis.regions) accepts it
+
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.stride, self.extra = stride, cout - cin
@@ -55,16 +57,17 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1, self.bn1 = _conv3x3(cin, cout, stride, norm), _norm(norm, cout)
         self.conv2, self.bn2 = _conv3x3(cout, cout, 1, norm), _norm(norm, cout)
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()  # modules, not F.relu: region counting hooks every ReLU
         self.shortcut: nn.Module | None = None
         if shortcut:
             self.shortcut = PadShortcut(cin, cout, stride) if (stride != 1 or cin != cout) else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.shortcut is not None:
             out = out + self.shortcut(x)
-        return F.relu(out)
+        return self.relu2(out)
 
 
 class PreActBlock(nn.Module):
@@ -74,15 +77,16 @@ class PreActBlock(nn.Module):
         super().__init__()
         self.bn1, self.conv1 = _norm(norm, cin), _conv3x3(cin, cout, stride, norm)
         self.bn2, self.conv2 = _norm(norm, cout), _conv3x3(cout, cout, 1, norm)
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
         self.shortcut: nn.Module | None = None
         if shortcut:
             self.shortcut = (nn.Conv2d(cin, cout, 1, stride=stride, bias=norm == "none")
                              if (stride != 1 or cin != cout) else nn.Identity())
 
     def forward(self, x: Tensor) -> Tensor:
-        pre = F.relu(self.bn1(x))
+        pre = self.relu1(self.bn1(x))
         out = self.conv1(pre)
-        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv2(self.relu2(self.bn2(out)))
         if self.shortcut is not None:
             # identity shortcuts add x itself; projections act on the pre-activated x (He et al. 2016b)
             out = out + (self.shortcut(x) if isinstance(self.shortcut, nn.Identity) else self.shortcut(pre))
