@@ -24,6 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 
+from whylearn.analysis.plotting import save_figure  # noqa: E402
+
 
 def runs(multirun: Path) -> list[dict]:
     out = []
@@ -70,11 +72,9 @@ def eos(rs, out: Path) -> None:
     a1.set_ylabel("sharpness (top Hessian eigenvalue)")
     a1.set_title("dashed: 2 / eta")
     for a in (a0, a1):
-        a.grid(alpha=0.3)
         a.legend(fontsize=8)
     fig.suptitle("Edge of stability: tanh MLP, 1000 MNIST-1D samples")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out)
 
 
 def regions(rs, out: Path) -> None:
@@ -102,11 +102,9 @@ def regions(rs, out: Path) -> None:
     a0.set_xlabel("optimizer step")
     a0.set_ylabel("regions per segment (mean of 20 pairs)")
     for a in (a0, a1):
-        a.grid(alpha=0.3)
         a.legend(fontsize=8)
     fig.suptitle("Linear regions of ReLU MLPs on MNIST-1D at a fixed parameter count")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out)
 
 
 def initial_norm(cfg) -> float:
@@ -131,10 +129,8 @@ def sweep_panels(x, xlabel: str, panels, title: str, out: Path, width: float) ->
             a.set_yscale("log")
         a.set_xlabel(xlabel)
         a.set_title(lab)
-        a.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out)
 
 
 def init(rs, out: Path) -> None:
@@ -256,8 +252,7 @@ def omnigrok(rs, out: Path) -> None:
         a.legend(h1 + h2, l1 + l2, fontsize=8, loc="center left")
         a.set_title(f"init scale alpha = {al:g}")
     fig.suptitle("Omnigrok on MNIST: MLP 784-200-200-10, 1k train images, MSE, AdamW")
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    save_figure(fig, out, dpi=90, grid=False)  # the accuracy axes have their grid; the weight-norm twins do not
 
 
 def main() -> None:
