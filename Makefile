@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 EXPERIMENT ?= mnist1d_mlp
 
-.PHONY: train test install clean
+.PHONY: train test lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,6 +19,9 @@ install: $(STAMP)
 
 train: $(STAMP)
 	$(BIN)/whylearn-train experiment=$(EXPERIMENT) $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)

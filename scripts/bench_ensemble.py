@@ -79,12 +79,15 @@ def main() -> None:
                        "speedup_wall": round(seq[0] / ens[0], 2),
                        "sequential_cpu_s": round(seq[1], 2), "ensemble_cpu_s": round(ens[1], 2),
                        "speedup_cpu": round(seq[1] / ens[1], 2)})
-    med = lambda k: statistics.median(x[k] for x in rounds)
+    def med(k):
+        return statistics.median(x[k] for x in rounds)
     res = {"seeds": args.seeds, "steps_per_seed": args.steps, "threads": args.threads, "hidden": args.hidden,
            "rounds": rounds, "median_speedup_wall": med("speedup_wall"), "median_speedup_cpu": med("speedup_cpu"),
            "torch": torch.__version__, "machine": platform.machine()}
     print(f"{args.seeds} seeds x {args.steps} steps ({work} seed-steps per side), {args.threads} thread(s)")
-    print("| round | load avg | sequential wall (s) | ensemble wall (s) | speedup (wall) | sequential CPU (s) | ensemble CPU (s) | speedup (CPU) |")
+    print(
+        "| round | load avg | sequential wall (s) | ensemble wall (s) | speedup (wall) | sequential CPU (s) | ensemble CPU (s) | speedup (CPU) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for x in rounds:
         print(f"| {x['round']} | {x['load_avg_1min']} | {x['sequential_wall_s']} | {x['ensemble_wall_s']} | {x['speedup_wall']}x "

@@ -70,7 +70,7 @@ def plain_loop(cfg, steps: int, seed: int) -> float:
     tokens = 0
     t0 = time.perf_counter()
     for xs, ys in loader:
-        for x, y in zip(xs, ys):
+        for x, y in zip(xs, ys, strict=False):
             logits = model(x)
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.reshape(-1))
             opt.zero_grad(set_to_none=True)

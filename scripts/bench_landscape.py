@@ -57,15 +57,18 @@ def main() -> None:
 
     for n_small in (256,):
         small = {"train": (x[:n_small], y[:n_small])}
-        for label, kw in [("plain loop", dict(method="loop")), ("vmap, 32 points per batch", dict(method="vmap", points_per_batch=32))]:
-            t, _ = timeit(lambda: LS.slice_2d(model, small, grid=args.grid, seed=0, **kw), args.repeats)
+        for label, kw in [
+            ("plain loop", dict(method="loop")),
+            ("vmap, 32 points per batch", dict(method="vmap", points_per_batch=32)),
+        ]:
+            t, _ = timeit(lambda small=small, kw=kw: LS.slice_2d(model, small, grid=args.grid, seed=0, **kw), args.repeats)
             rows.append((f"{args.grid}x{args.grid} slice on {n_small} samples: {label}", t, ""))
     ref = None
     for label, kw in [("plain loop, one point at a time", dict(method="loop")),
                       ("vmap, 8 points per batch", dict(method="vmap", points_per_batch=8)),
                       ("vmap, 32 points per batch", dict(method="vmap", points_per_batch=32)),
                       ("vmap, 64 points per batch", dict(method="vmap", points_per_batch=64))]:
-        t, sl = timeit(lambda: LS.slice_2d(model, data, grid=args.grid, seed=0, **kw), args.repeats)
+        t, sl = timeit(lambda kw=kw: LS.slice_2d(model, data, grid=args.grid, seed=0, **kw), args.repeats)
         z = sl.values["train/loss"]
         ref = z if ref is None else ref
         err = float(abs(z - ref).max())
@@ -90,7 +93,7 @@ def main() -> None:
                                     generator=torch.Generator().manual_seed(0)).values.tolist()
 
     for label, m in [("3 HVPs one at a time (double backward)", "autograd"), ("3 HVPs batched by vmap (torch.func)", "func")]:
-        t, vals = timeit(lambda: topk(m), args.repeats)
+        t, vals = timeit(lambda m=m: topk(m), args.repeats)
         rows.append((f"top-3 eigenvalues ({args.iters} subspace iterations): {label}", t,
                      "values " + ", ".join(f"{v:.4f}" for v in vals)))
 

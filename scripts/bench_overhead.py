@@ -184,9 +184,12 @@ def main() -> None:
             print(f"pair {i}: whylearn loop {loop_sps:7.0f} steps/s, whole fit {fit_sps:7.0f} | plain {p:7.0f}, "
                   f"plain+val {pv:7.0f}, plain+measurements {pm:7.0f} | ratio loop/plain {loop_sps / p:.3f}, "
                   f"loop/plain+measurements {loop_sps / pm:.3f}, fit/plain {fit_sps / p:.3f}  ({steps} steps)", flush=True)
-    med = lambda j: statistics.median(r[j] for r in rows)
-    best = lambda j: max(r[j] for r in rows)
-    pair = lambda a, b: [r[a] / r[b] for r in rows]
+    def med(j):
+        return statistics.median(r[j] for r in rows)
+    def best(j):
+        return max(r[j] for r in rows)
+    def pair(a, b):
+        return [r[a] / r[b] for r in rows]
     print(f"\nthreads {torch.get_num_threads()}, {args.epochs} epochs x {steps_per_epoch} steps, "
           f"validation every {args.val_every} epochs, {len(rows)} pairs")
     print("| measure | steps/s (median) | steps/s (best) |\n| --- | --- | --- |")

@@ -22,7 +22,6 @@ import hashlib
 import json
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

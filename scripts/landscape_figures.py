@@ -62,7 +62,7 @@ def eos(rs, out: Path) -> None:
         s, lam = xy(r, "sharpness/lambda_max")
         a1.plot(s, lam, color=c, lw=1.3, label=f"eta = {lr:g}")
         a1.axhline(2 / lr, color=c, ls="--", lw=1)
-        half = [v for st, v in zip(s, lam) if st >= s[-1] / 2]
+        half = [v for st, v in zip(s, lam, strict=False) if st >= s[-1] / 2]
         print(f"| {lr:g} | {2 / lr:.3g} | {lam[-1]:.3f} | {sum(half) / len(half):.3f} | {max(lam):.3f} | "
               f"{r['summary'].get('train/loss', float('nan')):.4f} |")
     a0.set_yscale("log")
@@ -80,7 +80,9 @@ def eos(rs, out: Path) -> None:
 def regions(rs, out: Path) -> None:
     rs = sorted(rs, key=lambda r: len(r["cfg"]["model"]["hidden"]))
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4))
-    print("| hidden | params | neurons | regions per line (init) | (end) | per layer (end) | patterns train / test (fraction) | plane (300^2 grid) | test acc |")
+    print(
+        "| hidden | params | neurons | regions per line (init) | (end) | per layer (end) | patterns train / test (fraction) | plane (300^2 grid) | test acc |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for i, r in enumerate(rs):
         h = r["cfg"]["model"]["hidden"]
@@ -88,10 +90,12 @@ def regions(rs, out: Path) -> None:
         a0.plot(s, v, "o-", ms=3, color=f"C{i}", label=f"{h} ({sum(h)} neurons)")
         sm = r["summary"]
         layers = [sm.get(f"regions/line_layer{l}") for l in range(len(h))]
-        print(f"| {h} | {sm['params']} | {sum(h)} | {v[0]:.1f} | {sm['regions/line_total']:.1f} | "
-              f"{', '.join(f'{x:.1f}' for x in layers)} | {sm['regions/patterns_train']} ({sm['regions/patterns_train_fraction']:.3f}) / "
-              f"{sm['regions/patterns_test']} ({sm['regions/patterns_test_fraction']:.3f}) | {sm['regions/plane_total']} | "
-              f"{sm.get('test/acc', float('nan')):.3f} |")
+        print(
+            f"| {h} | {sm['params']} | {sum(h)} | {v[0]:.1f} | {sm['regions/line_total']:.1f} | "
+            f"{', '.join(f'{x:.1f}' for x in layers)} | {sm['regions/patterns_train']} ({sm['regions/patterns_train_fraction']:.3f}) / "
+            f"{sm['regions/patterns_test']} ({sm['regions/patterns_test_fraction']:.3f}) | {sm['regions/plane_total']} | "
+            f"{sm.get('test/acc', float('nan')):.3f} |"
+        )
     depth = [len(r["cfg"]["model"]["hidden"]) for r in rs]
     a1.plot(depth, [r["summary"]["regions/line_total"] for r in rs], "o-", label="regions per line (end)")
     a1.plot(depth, [xy(r, "regions/line_total")[1][0] for r in rs], "s--", label="regions per line (init)")
@@ -122,7 +126,7 @@ def initial_norm(cfg) -> float:
 def sweep_panels(x, xlabel: str, panels, title: str, out: Path, width: float) -> None:
     """One row of panels against a swept value x (log axis): ``panels`` = [(values, title, log_y), ...]."""
     fig, ax = plt.subplots(1, len(panels), figsize=(width, 3.6))
-    for a, (vals, lab, logy) in zip(ax, panels):
+    for a, (vals, lab, logy) in zip(ax, panels, strict=False):
         a.plot(x, vals, "o-")
         a.set_xscale("log")
         if logy:
@@ -136,8 +140,12 @@ def sweep_panels(x, xlabel: str, panels, title: str, out: Path, width: float) ->
 def init(rs, out: Path) -> None:
     rs = sorted(rs, key=lambda r: r["cfg"]["model"]["init_scale"])
     sc = [r["cfg"]["model"]["init_scale"] for r in rs]
-    get = lambda k: [r["summary"].get(k) for r in rs]
-    print("| init scale | steps to 99% train acc | train acc | test acc | sharpness (init) | sharpness (end) | initial ||theta|| | final ||theta|| |")
+    def get(k):
+        return [r["summary"].get(k) for r in rs]
+
+    print(
+        "| init scale | steps to 99% train acc | train acc | test acc | sharpness (init) | sharpness (end) | initial ||theta|| | final ||theta|| |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rs:
         sm = r["summary"]
@@ -156,14 +164,19 @@ def init(rs, out: Path) -> None:
 def bslr(rs, out: Path) -> None:
     rs = sorted(rs, key=lambda r: r["cfg"]["data"]["batch_size"])
     B = [r["cfg"]["data"]["batch_size"] for r in rs]
-    print("| batch size B | lr | lr / B | steps | train acc | test acc | sharpness (end) | 2 / lr | tr(Sigma) per sample | noise tr(Sigma)/B | B_simple |")
+    print(
+        "| batch size B | lr | lr / B | steps | train acc | test acc | sharpness (end) | 2 / lr | tr(Sigma) per sample | noise tr(Sigma)/B | B_simple |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rs:
         sm, lr, b = r["summary"], r["cfg"]["optimizer"]["lr"], r["cfg"]["data"]["batch_size"]
-        print(f"| {b} | {lr:g} | {lr / b:g} | {sm['steps']} | {sm['train/acc']:.3f} | {sm.get('test/acc', float('nan')):.3f} | "
-              f"{sm.get('sharpness/lambda_max', float('nan')):.3g} | {2 / lr:.3g} | {sm.get('noise/trace_cov', float('nan')):.3g} | "
-              f"{sm.get('noise/minibatch', float('nan')):.3g} | {sm.get('noise/simple_noise_scale', float('nan')):.3g} |")
-    get = lambda k: [r["summary"].get(k) for r in rs]
+        print(
+            f"| {b} | {lr:g} | {lr / b:g} | {sm['steps']} | {sm['train/acc']:.3f} | {sm.get('test/acc', float('nan')):.3f} | "
+            f"{sm.get('sharpness/lambda_max', float('nan')):.3g} | {2 / lr:.3g} | {sm.get('noise/trace_cov', float('nan')):.3g} | "
+            f"{sm.get('noise/minibatch', float('nan')):.3g} | {sm.get('noise/simple_noise_scale', float('nan')):.3g} |"
+        )
+    def get(k):
+        return [r["summary"].get(k) for r in rs]
     sweep_panels(B, "batch size B (lr = 0.001 B)",
                  [(get("test/acc"), "test accuracy", False), (get("sharpness/lambda_max"), "sharpness at the end", True),
                   (get("noise/minibatch"), "mini-batch gradient noise tr(Sigma)/B", True)],
@@ -177,9 +190,12 @@ def resnet(rs, out: Path) -> None:
     from whylearn.analysis.landscape import surface_roughness
 
     rs = sorted(rs, key=lambda r: (r["cfg"]["model"]["depth"], not r["cfg"]["model"]["shortcut"]))
-    name = lambda r: f"ResNet-{r['cfg']['model']['depth']}{'' if r['cfg']['model']['shortcut'] else '-noshort'}"
-    print("| network | train acc | test acc | train loss at the centre | mean over the grid | mean on the border | "
-          "local minima (interior) | non-convex fraction | mean |l_min/l_max| | monotone rays | sharpness | barrier init->final |")
+    def name(r):
+        return f"ResNet-{r['cfg']['model']['depth']}{'' if r['cfg']['model']['shortcut'] else '-noshort'}"
+    print(
+        "| network | train acc | test acc | train loss at the centre | mean over the grid | mean on the border | "
+        "local minima (interior) | non-convex fraction | mean |l_min/l_max| | monotone rays | sharpness | barrier init->final |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     slices = []
     for r in rs:
@@ -188,10 +204,12 @@ def resnet(rs, out: Path) -> None:
         a, b, Z = np.array(sl["a"]), np.array(sl["b"]), np.array(sl["values"]["train/loss"])
         rough, sm = surface_roughness(a, b, Z), r["summary"]
         slices.append((name(r), a, b, Z, js["interpolation"]))
-        print(f"| {name(r)} | {sm['train/acc']:.3f} | {sm.get('test/acc', float('nan')):.3f} | {rough['centre']:.3g} | "
-              f"{rough['mean']:.3g} | {rough['edge_mean']:.3g} | {rough['local_minima']} | {rough['nonconvex_fraction']:.2f} | "
-              f"{rough['eig_ratio_mean']:.2f} | {rough['radial_monotone_fraction']:.2f} | "
-              f"{sm.get('sharpness/lambda_max', float('nan')):.3g} | {js['interpolation']['barriers'].get('train/loss', float('nan')):.3g} |")
+        print(
+            f"| {name(r)} | {sm['train/acc']:.3f} | {sm.get('test/acc', float('nan')):.3f} | {rough['centre']:.3g} | "
+            f"{rough['mean']:.3g} | {rough['edge_mean']:.3g} | {rough['local_minima']} | {rough['nonconvex_fraction']:.2f} | "
+            f"{rough['eig_ratio_mean']:.2f} | {rough['radial_monotone_fraction']:.2f} | "
+            f"{sm.get('sharpness/lambda_max', float('nan')):.3g} | {js['interpolation']['barriers'].get('train/loss', float('nan')):.3g} |"
+        )
     lo = min(np.log10(np.clip(s[3], 1e-6, None)).min() for s in slices)
     hi = max(np.log10(np.clip(s[3], 1e-6, None)).max() for s in slices)
     levels = np.linspace(lo, hi, 31)
@@ -216,7 +234,7 @@ def resnet(rs, out: Path) -> None:
 
 
 def first_step(steps, vals, pred):
-    return next((s for s, v in zip(steps, vals) if pred(v)), None)
+    return next((s for s, v in zip(steps, vals, strict=False) if pred(v)), None)
 
 
 def omnigrok(rs, out: Path) -> None:
@@ -231,11 +249,14 @@ def omnigrok(rs, out: Path) -> None:
         st, tr = xy(r, "train_eval/acc")
         sv, va = xy(r, "val/acc")
         sn, wn = xy(r, "weights/l2_total")
-        at = lambda step: next((v for s, v in zip(sv, va) if s >= step), float("nan"))
+        def at(step, sv=sv, va=va):
+            return next((v for s, v in zip(sv, va, strict=False) if s >= step), float("nan"))
         fin = va[-1]
-        print(f"| {al:g} | {sm['steps']} | {first_step(st, tr, lambda v: v >= 1.0)} | {first_step(sv, va, lambda v: v >= 0.5)} | "
-              f"{first_step(sv, va, lambda v: v >= fin - 0.01)} | {at(1000):.3f} / {at(10000):.3f} / {fin:.3f} | {tr[-1]:.3f} | "
-              f"{wn[0]:.1f} / {min(wn):.1f} / {wn[-1]:.1f} | {sm.get('fit_time_s', float('nan')):.0f} |")
+        print(
+            f"| {al:g} | {sm['steps']} | {first_step(st, tr, lambda v: v >= 1.0)} | {first_step(sv, va, lambda v: v >= 0.5)} | "
+            f"{first_step(sv, va, lambda v, fin=fin: v >= fin - 0.01)} | {at(1000):.3f} / {at(10000):.3f} / {fin:.3f} | {tr[-1]:.3f} | "
+            f"{wn[0]:.1f} / {min(wn):.1f} / {wn[-1]:.1f} | {sm.get('fit_time_s', float('nan')):.0f} |"
+        )
         a = ax[0, k]
         a.plot(st, tr, color="tab:red", label="train")
         a.plot(sv, va, color="tab:green", label="test")
@@ -262,7 +283,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    {"eos": eos, "regions": regions, "init": init, "bslr": bslr, "resnet": resnet, "omnigrok": omnigrok}[a.kind](runs(a.multirun), a.out)
+    {"eos": eos, "regions": regions, "init": init, "bslr": bslr, "resnet": resnet, "omnigrok": omnigrok}[a.kind](
+        runs(a.multirun), a.out
+    )
     print(f"\nfigure: {a.out}")
 
 

@@ -12,7 +12,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-os.environ["WHYLEARN_CONFIG_DIR"] = str(ROOT / "conf")
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

@@ -9,13 +9,22 @@ import pytest
 import torch
 
 from whylearn.analysis.classic import hopfield_recall, lms_sweep, xor_ensemble
-from whylearn.data.toy import (ToyDataModule, binary_images, circles, corrupt, gaussian_regression, noisy_xor,
-                               random_patterns, separable, spirals, xor_points)
+from whylearn.data.toy import (
+    ToyDataModule,
+    binary_images,
+    circles,
+    corrupt,
+    gaussian_regression,
+    noisy_xor,
+    random_patterns,
+    separable,
+    spirals,
+    xor_points,
+)
 from whylearn.models import MLP
 from whylearn.models.adaline import Adaline, lms_bounds, run_lms
 from whylearn.models.hopfield import Hopfield, overlap
 from whylearn.models.perceptron import Perceptron, linearly_separable, novikoff_bound, train_perceptron
-
 
 # small models on a shared 2-core machine: one intra-op thread (conftest.one_thread)
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -143,7 +152,9 @@ def test_xor_ensemble_member_equals_mlp_trained_alone():
         loss.backward()
         opt.step()
     ens = xor_ensemble(3, "tanh", [5, 7, 9], steps=25, lr=0.5, momentum=0.9)
-    assert ens["loss"][1].item() == pytest.approx(float((m(x) - torch.nn.functional.one_hot(y, 2).float()).pow(2).mean()), rel=1e-5)
+    assert ens["loss"][1].item() == pytest.approx(
+        float((m(x) - torch.nn.functional.one_hot(y, 2).float()).pow(2).mean()), rel=1e-5
+    )
 
 
 # -- Widrow-Hoff LMS --------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from whylearn.data import kepler
 def test_distance_ratio_falls_with_dimension(kind):
     curve = dims.concentration_curve(kind, [2, 10, 100, 1000, 5000], num_points=300, num_queries=50, seed=1)
     q, p = curve["query"], curve["pairwise"]
-    assert all(a > b for a, b in zip(q, q[1:])), q
-    assert all(a > b for a, b in zip(p, p[1:])), p
+    assert all(a > b for a, b in zip(q, q[1:], strict=False)), q
+    assert all(a > b for a, b in zip(p, p[1:], strict=False)), p
     assert q[-1] < 0.1 * q[0]
     # Beyer et al.: the contrast shrinks like 1/sqrt(d); from d=100 to d=5000 about sqrt(50) ~ 7x
     assert 4 < q[2] / q[-1] < 11
@@ -237,7 +237,18 @@ def test_kepler_mlp_runs_through_whylearn_train(make_cfg, tmp_path):
 def test_kepler_lstm_single_run_through_whylearn_train(make_cfg, tmp_path):
     from whylearn.train import run
 
-    cfg = make_cfg(["experiment=kepler_mlp", "model=lstm_forecaster", "~model.hidden", "~model.activation", "logger=csv", "data.num_train=100",
-                    "data.num_test=100", "data.num_val=50", "trainer.max_steps=32"])
+    cfg = make_cfg(
+        [
+            "experiment=kepler_mlp",
+            "model=lstm_forecaster",
+            "~model.hidden",
+            "~model.activation",
+            "logger=csv",
+            "data.num_train=100",
+            "data.num_test=100",
+            "data.num_val=50",
+            "trainer.max_steps=32",
+        ]
+    )
     summary = run(cfg)
     assert summary["status"] == "completed" and summary["steps"] == 32 and summary["test/rmse"] > 0

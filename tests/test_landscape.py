@@ -71,7 +71,8 @@ def test_power_iteration_finds_top_eigenvalue_of_known_hessian():
     eigs = [7.5, 3.0, 2.0] + list(np.linspace(-1.0, 1.0, 37))
     model, Q = _quadratic(eigs)
     x, y = torch.zeros(1, 1), torch.zeros(1)
-    loss = lambda out, _y: out
+    def loss(out, _y):
+        return out
     res = H.top_eigenvalues(model, x, y, k=1, loss_fn=loss, iters=500, tol=1e-10)
     assert res.converged
     assert res.top == pytest.approx(7.5, rel=1e-6)

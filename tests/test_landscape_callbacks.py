@@ -94,7 +94,8 @@ def test_edge_of_stability_sharpness_settles_near_two_over_eta():
     torch.manual_seed(0)
     d = make_mnist1d()["train"]
     x, y = d.x[:1000], d.y[:1000]
-    loss = lambda o, t: classification_loss("mse", o, t)
+    def loss(o, t):
+        return classification_loss("mse", o, t)
     for lr in (1.0, 2.0):
         torch.manual_seed(0)
         m = MLP(40, 10, hidden=[100, 100], activation="tanh")

@@ -84,7 +84,6 @@ def test_grokking_config_trains_through_whylearn_train(make_cfg, tmp_path):
 
 import pytest  # noqa: E402
 
-
 # small models on a shared 2-core machine: one intra-op thread (conftest.one_thread)
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -180,7 +180,11 @@ def test_missing_data_names_the_paths_searched(tmp_path):
     from whylearn.data.idx import DataNotFoundError
 
     with pytest.raises(DataNotFoundError, match=str(tmp_path / "empty" / "MNIST" / "raw" / "train-images-idx3-ubyte")):
-        run(compose(["experiment=mnist_mlp", f"paths.data_dir={tmp_path / 'empty'}", "data.download=false", "logger=csv"], tmp_path))
+        run(
+            compose(
+                ["experiment=mnist_mlp", f"paths.data_dir={tmp_path / 'empty'}", "data.download=false", "logger=csv"], tmp_path
+            )
+        )
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -4,7 +4,6 @@ and checksums, vectorized seed ensembles, and random-label memorization on real 
 from __future__ import annotations
 
 import hashlib
-import io
 import pickle
 import tarfile
 from functools import partial
@@ -38,14 +37,16 @@ def test_model_output_shapes(make, shape):
 
 
 def test_reference_parameter_counts():
-    count = lambda m: sum(p.numel() for p in m.parameters())
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
     assert abs(count(ResNet(3, 10, arch="preact18", width=64)) - 11.17e6) < 0.01e6  # ResNet18 (He et al. 2016b)
     assert abs(count(ResNet(3, 10, arch="cifar", depth=20)) - 0.27e6) < 0.005e6  # ResNet-20 (He et al. 2016a, Table 6)
     assert abs(count(ResNet(3, 10, arch="cifar", depth=56)) - 0.85e6) < 0.01e6  # ResNet-56
 
 
 def test_shortcut_and_norm_switches_change_structure():
-    kinds = lambda m: {type(x).__name__ for x in m.modules()}
+    def kinds(m):
+        return {type(x).__name__ for x in m.modules()}
     full = ResNet(3, 10, arch="cifar", depth=20, width=4)
     plain = ResNet(3, 10, arch="cifar", depth=20, width=4, shortcut=False)
     nonorm = ResNet(3, 10, arch="cifar", depth=20, width=4, norm="none")
@@ -303,7 +304,7 @@ def test_ensemble_members_match_single_runs(method, single_runs):
         curve, members = single.history.series("train/loss")[1], ens.history.series(f"train/loss/seed{s}")[1]
         assert len(curve) == len(members) == _STEPS // 10 and np.allclose(curve, members, rtol=1e-5, atol=1e-6)
         assert single.history.last("val/acc") == pytest.approx(ens.history.last(f"val/acc/seed{s}"), abs=1e-6)
-        for a, b in zip(ens.model.member(i).parameters(), single.model.parameters()):
+        for a, b in zip(ens.model.member(i).parameters(), single.model.parameters(), strict=False):
             assert torch.allclose(a, b, atol=1e-5)
     # the logged mean and spread are those of the members, and the members differ
     losses = [ens.history.last(f"val/loss/seed{s}") for s in _SEEDS]
@@ -376,7 +377,7 @@ def test_analyze_sweep_tables_threshold_and_figure(tmp_path):
     widths = [8, 16, 24, 40, 64, 128]
     train_err = [0.5, 0.3, 0.1, 0.0, 0.0, 0.0]
     test_err = [0.50, 0.45, 0.52, 0.60, 0.48, 0.40]
-    for j, (w, tr, te) in enumerate(zip(widths, train_err, test_err)):
+    for j, (w, tr, te) in enumerate(zip(widths, train_err, test_err, strict=False)):
         job = tmp_path / str(j)
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text(f"- model.width={w}\n- experiment=dd\n")
@@ -406,7 +407,7 @@ def test_augmentation_runs_on_training_chunks_only_and_is_switchable(tmp_path):
                                steps_per_chunk=2, augment=augment, crop_padding=4, hflip=True)
         seen = []
         original = dm.augmenter.chunk
-        dm.augmenter.chunk = lambda chunk: seen.append(tuple(chunk[0].shape)) or original(chunk)
+        dm.augmenter.chunk = lambda chunk, seen=seen, original=original: seen.append(tuple(chunk[0].shape)) or original(chunk)
         task = ClassificationTask(CNN(3, 10, k=2), 10, partial(torch.optim.SGD, lr=0.01))
         _trainer(4).fit(task, datamodule=dm)
         # 4 steps in chunks of 2 mini-batches of 8 images; validation batches are never augmented

@@ -27,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
 from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 MAIN_KEYS = ("params", "train/err", "val/err", "test/err", "train/loss", "test/loss", "steps", "status")
@@ -107,7 +108,8 @@ def write_tables(rows: list[dict[str, Any]], swept: list[str], out: Path) -> tup
         w.writeheader()
         w.writerows(rows)
     main = ["job", *swept, *[k for k in MAIN_KEYS if any(k in r for r in rows)]]
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
     lines = ["| " + " | ".join(main) + " |", "|" + " --- |" * len(main)]
     for r in rows:
         cells = []
@@ -138,7 +140,9 @@ def interpolation_threshold(rows: list[dict[str, Any]], x: str, tol: float = 0.0
 
 def describe_curve(rows: list[dict[str, Any]], x: str, metric: str, threshold: float | None) -> dict[str, Any]:
     """Peak, threshold, best-smaller and largest-model values of ``metric`` along ``x`` (for reports and tests)."""
-    pts = sorted((r[x], r[metric]) for r in rows if isinstance(r.get(x), (int, float)) and isinstance(r.get(metric), (int, float)))
+    pts = sorted(
+        (r[x], r[metric]) for r in rows if isinstance(r.get(x), (int, float)) and isinstance(r.get(metric), (int, float))
+    )
     if not pts:
         return {}
     out: dict[str, Any] = {"x": x, "metric": metric, "peak_x": max(pts, key=lambda p: p[1])[0],
@@ -168,7 +172,9 @@ def plot_sweep(rows: list[dict[str, Any]], x: str, metrics: list[str], path: Pat
         ys, sd = [p[1] for p in pts], [p[2] for p in pts]
         ax.plot(xs, ys, "o-" if numeric else "o", markersize=3 if numeric else 6, label=metric)
         if any(sd):
-            ax.fill_between(xs, [a - b for a, b in zip(ys, sd)], [a + b for a, b in zip(ys, sd)], alpha=0.2)
+            ax.fill_between(
+                xs, [a - b for a, b in zip(ys, sd, strict=False)], [a + b for a, b in zip(ys, sd, strict=False)], alpha=0.2
+            )
         if not numeric:
             ax.set_xticks(xs, [str(p[0]) for p in pts], rotation=30)
     if numeric and threshold is not None:
@@ -228,7 +234,9 @@ def sweep(root: str | Path, x: str | None = None, metrics: list[str] | None = No
     csv_path, md_path = write_tables(rows, swept, out)
     x = x or (swept[0] if swept else "params")
     if not any(x in r for r in rows):
-        raise ValueError(f"--x {x!r} is not in the runs; allowed: {sorted(set(swept) | {k for r in rows for k in r if not k.startswith('_')})}")
+        raise ValueError(
+            f"--x {x!r} is not in the runs; allowed: {sorted(set(swept) | {k for r in rows for k in r if not k.startswith('_')})}"
+        )
     metrics = metrics or [m for m in ("train/err", "test/err") if any(m in r for r in rows)]
     result: dict[str, Any] = {"runs": len(rows), "swept": swept, "csv": str(csv_path), "markdown": str(md_path), "figures": []}
     numeric = all(isinstance(r.get(x), (int, float)) for r in rows)

@@ -43,10 +43,14 @@ def wandb_run_id(run_dir: Path | str) -> str:
 
 
 def register_resolvers() -> None:
-    """``${whylearn.run_id:}`` for Hydra configs (idempotent)."""
+    """``${whylearn.run_id:}`` and ``${whylearn.cwd:}`` for Hydra configs (idempotent)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("whylearn.run_id"):
         OmegaConf.register_new_resolver("whylearn.run_id", lambda *a: run_id(*a), use_cache=True)
+    if not OmegaConf.has_resolver("whylearn.cwd"):
+        # the launching directory, resolvable at any time: Hydra's ${hydra:runtime.cwd} is not yet set
+        # while a multirun builds its sweep folder, so paths that depend on it broke every `-m` command
+        OmegaConf.register_new_resolver("whylearn.cwd", lambda: os.getcwd())
 
 

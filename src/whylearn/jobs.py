@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import subprocess
 from pathlib import Path
@@ -245,7 +244,8 @@ def _is_submitit_handler(handler: Any) -> bool:
 class SignalAtStep(Callback):
     """Fault injection: at optimizer step ``step`` (first attempt only), send a stop signal the real way.
 
-    ``signal_name`` defaults to SIGUSR2 for ``scancel`` and SIGTERM otherwise. ``how``: ``kill`` (``os.kill`` of this process), ``scancel`` (``scancel --signal=<sig> <job>``:
+    ``signal_name`` defaults to SIGUSR2 for ``scancel`` and SIGTERM otherwise. ``how``: ``kill``
+    (``os.kill`` of this process), ``scancel`` (``scancel --signal=<sig> <job>``:
     SLURM delivers it to the job's tasks, as before a time limit) or ``requeue``
     (``scontrol requeue <job>``: SLURM terminates the job with SIGTERM and queues it again).
     Only rank 0 sends; a requeued job (``SLURM_RESTART_COUNT`` > 0) or a resumed run past

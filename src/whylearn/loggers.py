@@ -242,7 +242,7 @@ def write_row(logger: Any, row: dict[str, float], step: int) -> None:
 def drain(logger: Any) -> None:
     """Wait for the rows queued for ``logger`` (a no-op for loggers written synchronously)."""
     writer = getattr(logger, "_whylearn_writer", None)
-    if writer is not None:
+    if isinstance(writer, BackgroundWriter):  # (Lightning's DummyLogger answers any attribute with a function)
         writer.drain()
 
 

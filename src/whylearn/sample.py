@@ -47,7 +47,9 @@ def load_model(path: str | Path, device: str = "cpu"):
     dm = build.build_datamodule(cfg)
     tokenizer = getattr(dm, "tokenizer", None)
     if tokenizer is None:
-        raise ValueError(f"the run in {run} has no text tokenizer (data: {cfg.data._target_}); whylearn-sample needs a language model")
+        raise ValueError(
+            f"the run in {run} has no text tokenizer (data: {cfg.data._target_}); whylearn-sample needs a language model"
+        )
     model = build.build_model(cfg, dm)
     state = torch.load(ckpt, map_location=device, weights_only=False)["state_dict"]
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})

@@ -21,7 +21,8 @@ from whylearn import build
 
 log = logging.getLogger("whylearn")
 
-CONFIG_DIR = os.environ.get("WHYLEARN_CONFIG_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
+# The configs ship inside the package (an installed wheel runs); add your own folder with --config-dir.
+CONFIG_DIR = "pkg://whylearn.conf"
 
 SUMMARY_KEYS = ("train/loss", "val/loss", "test/loss", "train/acc", "val/acc", "test/acc", "gap/loss", "gap/acc",
                 "weights/l2_total", "weights/dist_from_init", "params", "steps", "fit_time_s", "steps_per_s", "seed")
@@ -157,8 +158,12 @@ def _final_weight_norms(trainer, task) -> dict[str, float]:
 def _report(cfg: DictConfig, out: Path, summary: dict, loggers: list) -> None:
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-    lines = [f"run directory: {out}", f"  summary:     {out / 'summary.json'}",
-             f"  checkpoints: {out / 'checkpoints'}", f"  figures:     {', '.join(sorted(p.name for p in (out / 'figures').glob('*.png')))} in {out / 'figures'}"]
+    lines = [
+        f"run directory: {out}",
+        f"  summary:     {out / 'summary.json'}",
+        f"  checkpoints: {out / 'checkpoints'}",
+        f"  figures:     {', '.join(sorted(p.name for p in (out / 'figures').glob('*.png')))} in {out / 'figures'}",
+    ]
     for lg in loggers:
         if isinstance(lg, CSVLogger):
             lines.append(f"  metrics CSV: {Path(lg.log_dir) / 'metrics.csv'}")

@@ -33,7 +33,6 @@ needs_slurm = pytest.mark.skipif(cluster_reason() is not None, reason=str(cluste
 def env() -> dict:
     e = dict(os.environ)
     e["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + e.get("PYTHONPATH", "")
-    e["WHYLEARN_CONFIG_DIR"] = str(ROOT / "conf")
     e.setdefault("WANDB_MODE", "offline")
     e.setdefault("WANDB_SILENT", "true")
     return e

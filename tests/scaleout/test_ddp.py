@@ -8,8 +8,6 @@ import json
 import math
 from pathlib import Path
 
-import pytest
-
 from .slurm_cluster import needs_slurm, whylearn
 
 SMALL = ["experiment=mnist1d_mlp", "data.num_samples=1250", "data.train_size=900", "model.hidden=[32,32]",

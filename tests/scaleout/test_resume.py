@@ -3,7 +3,6 @@ ends exactly where an uninterrupted run ends (CPU, same seed); a NaN never overw
 
 from __future__ import annotations
 
-import math
 import signal
 from pathlib import Path
 

@@ -48,7 +48,7 @@ def test_requeued_jobs_resume_in_their_run_dirs_with_the_same_final_metrics(make
     straight = run(make_cfg(BASE, sub="straight"))
     summaries = _summaries(tmp_path)
     assert len(summaries) == 2
-    for summary_path, (how, signal_name) in zip(summaries, [("requeue", "SIGTERM"), ("scancel", "SIGUSR2")]):
+    for summary_path, (how, signal_name) in zip(summaries, [("requeue", "SIGTERM"), ("scancel", "SIGUSR2")], strict=False):
         run_dir = summary_path.parent
         requeued = json.loads(summary_path.read_text())
         assert requeued["status"] == "completed"

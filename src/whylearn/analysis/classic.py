@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import matplotlib
 
@@ -23,12 +23,12 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from whylearn.analysis.plotting import save_figure  # noqa: E402
 from whylearn.data.toy import corrupt, random_patterns, separable, xor_points  # noqa: E402
 from whylearn.models.adaline import lms_bounds, run_lms  # noqa: E402
 from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
 from whylearn.models.mlp import MLP, make_activation  # noqa: E402
 from whylearn.models.perceptron import Perceptron, novikoff_bound, train_perceptron  # noqa: E402
-from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 
 # -- XOR ------------------------------------------------------------------------------------------
@@ -138,8 +138,10 @@ def lms_sweep(x: Tensor, y: Tensor, mus: Sequence[float], epochs: int = 20, seed
             row[f"{name}_mse"] = last if math.isfinite(last) else float("inf")
             row[f"{name}_diverged"] = bool(r["diverged"] or not last < mse0)
         rows.append(row)
-    edge = lambda key: max([r["mu"] for r in rows if not r[f"{key}_diverged"]], default=float("nan"))
-    first_bad = lambda key: min([r["mu"] for r in rows if r[f"{key}_diverged"]], default=float("nan"))
+    def edge(key):
+        return max([r["mu"] for r in rows if not r[f"{key}_diverged"]], default=float("nan"))
+    def first_bad(key):
+        return min([r["mu"] for r in rows if r[f"{key}_diverged"]], default=float("nan"))
     return {**bounds, "rows": rows, "mse_initial": mse0, "mu_stable_full": edge("full"), "mu_diverge_full": first_bad("full"),
             "mu_stable_lms": edge("lms"), "mu_diverge_lms": first_bad("lms")}
 

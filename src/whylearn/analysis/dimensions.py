@@ -19,8 +19,8 @@ it takes ``out_dir``, writes ``out_dir/figures/*.png`` and returns numbers for `
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -193,9 +193,15 @@ def components_for(evr: Sequence[float], fraction: float) -> int:
 
 
 # -- experiments ---------------------------------------------------------------------------------
-def distance_concentration_experiment(out_dir: Path, data_dir: str | Path, dims: Sequence[int] = (2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
-                                      num_points: int = 1000, num_queries: int = 100,
-                                      noise_dims: Sequence[int] = (0, 10, 100, 1000, 3000, 10000), seed: int = 0) -> dict:
+def distance_concentration_experiment(
+    out_dir: Path,
+    data_dir: str | Path,
+    dims: Sequence[int] = (2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+    num_points: int = 1000,
+    num_queries: int = 100,
+    noise_dims: Sequence[int] = (0, 10, 100, 1000, 3000, 10000),
+    seed: int = 0,
+) -> dict:
     """Relative contrast against dimension for uniform and Gaussian points and for MNIST with noise dimensions."""
     res = {kind: concentration_curve(kind, dims, num_points, num_queries, seed) for kind in SAMPLERS}
     rng = np.random.default_rng(seed)
@@ -208,7 +214,7 @@ def distance_concentration_experiment(out_dir: Path, data_dir: str | Path, dims:
         mnist["query"].append(r["query"])
         mnist["pairwise"].append(r["pairwise"])
     fig, axes = subplots(2)
-    for kind, style in zip(SAMPLERS, ("o-", "s-")):
+    for kind, style in zip(SAMPLERS, ("o-", "s-"), strict=False):
         axes[0].loglog(res[kind]["dims"], res[kind]["query"], style, label=f"{kind}, query to points")
         axes[0].loglog(res[kind]["dims"], res[kind]["pairwise"], style.replace("-", "--"), alpha=0.6,
                        label=f"{kind}, all pairs")
@@ -237,10 +243,18 @@ def distance_concentration_experiment(out_dir: Path, data_dir: str | Path, dims:
     return summary
 
 
-def knn_experiment(out_dir: Path, data_dir: str | Path, mnist_train_sizes: Sequence[int] = (100, 300, 1000, 3000, 10000, 30000, 60000),
-                   mnist1d_train_sizes: Sequence[int] = (100, 300, 1000, 3000, 10000), ks: Sequence[int] = (1, 3, 5, 11, 21, 51),
-                   label_noise: Sequence[float] = (0.0, 0.1, 0.2, 0.4), noise_dims: Sequence[int] = (0, 10, 100, 1000, 10000),
-                   base_train_size: int = 10000, num_test: int = 2000, seed: int = 0) -> dict:
+def knn_experiment(
+    out_dir: Path,
+    data_dir: str | Path,
+    mnist_train_sizes: Sequence[int] = (100, 300, 1000, 3000, 10000, 30000, 60000),
+    mnist1d_train_sizes: Sequence[int] = (100, 300, 1000, 3000, 10000),
+    ks: Sequence[int] = (1, 3, 5, 11, 21, 51),
+    label_noise: Sequence[float] = (0.0, 0.1, 0.2, 0.4),
+    noise_dims: Sequence[int] = (0, 10, 100, 1000, 10000),
+    base_train_size: int = 10000,
+    num_test: int = 2000,
+    seed: int = 0,
+) -> dict:
     """k-NN accuracy on MNIST and MNIST-1D against training-set size, k, label noise and added noise dimensions."""
     rng = np.random.default_rng(seed)
     ks = sorted(int(k) for k in ks)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import matplotlib
 
@@ -14,14 +14,35 @@ from whylearn.tasks.base import History  # noqa: E402
 
 # figure name -> (title, y label, [(key, label), ...], log-y)
 RUN_FIGURES = {
-    "loss": ("Loss", "loss", [("train/loss", "train (per step)"), ("train_eval/loss", "train (eval mode)"),
-                               ("val/loss", "validation")], True),
-    "accuracy": ("Accuracy", "accuracy", [("train/acc", "train (per step)"), ("train/acc_epoch", "train (per epoch)"), ("train_eval/acc", "train (eval mode)"),
-                                          ("val/acc", "validation")], False),
-    "generalization_gap": ("Generalization gap", "gap", [("gap/loss", "val loss - train loss"),
-                                                         ("gap/acc", "train acc - val acc")], False),
-    "weight_norms": ("Weight norms", "L2 norm", [("weights/l2_total", "||theta||"),
-                                                 ("weights/dist_from_init", "||theta - theta_0||")], False),
+    "loss": (
+        "Loss",
+        "loss",
+        [("train/loss", "train (per step)"), ("train_eval/loss", "train (eval mode)"), ("val/loss", "validation")],
+        True,
+    ),
+    "accuracy": (
+        "Accuracy",
+        "accuracy",
+        [
+            ("train/acc", "train (per step)"),
+            ("train/acc_epoch", "train (per epoch)"),
+            ("train_eval/acc", "train (eval mode)"),
+            ("val/acc", "validation"),
+        ],
+        False,
+    ),
+    "generalization_gap": (
+        "Generalization gap",
+        "gap",
+        [("gap/loss", "val loss - train loss"), ("gap/acc", "train acc - val acc")],
+        False,
+    ),
+    "weight_norms": (
+        "Weight norms",
+        "L2 norm",
+        [("weights/l2_total", "||theta||"), ("weights/dist_from_init", "||theta - theta_0||")],
+        False,
+    ),
 }
 
 

@@ -29,9 +29,9 @@ what is returned (with its sign).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -68,7 +68,7 @@ class ParamSpec:
         """dict name -> tensor (views into ``flat``, shape (n,))."""
         if flat.shape[-1] != self.numel:
             raise ValueError(f"a parameter vector of this model has {self.numel} entries, got shape {tuple(flat.shape)}")
-        return {n: t.view(s) for n, t, s in zip(self.names, flat.split(self.sizes), self.shapes)}
+        return {n: t.view(s) for n, t, s in zip(self.names, flat.split(self.sizes), self.shapes, strict=False)}
 
     def flatten(self, tensors: dict[str, Tensor] | list[Tensor]) -> Tensor:
         ts = [tensors[n] for n in self.names] if isinstance(tensors, dict) else list(tensors)
@@ -236,7 +236,7 @@ def power_iteration(matvec: Callable[[Tensor], Tensor], n: int, iters: int = 100
     v = init.clone() if init is not None else torch.randn(n, generator=generator, dtype=dtype).to(device)
     v = v / v.norm()
     lam, hist, converged, it = 0.0, [], False, 0
-    for it in range(1, iters + 1):
+    for it in range(1, iters + 1):  # noqa: B007 - the iteration count is returned
         w = matvec(v)
         new = float(v @ w)
         hist.append(new)
@@ -269,7 +269,7 @@ def subspace_iteration(matmat: Callable[[Tensor], Tensor], n: int, k: int, iters
     V = torch.linalg.qr(V.T).Q.T
     prev, hist, converged, it = None, [], False, 0
     vals, ritz = torch.zeros(k), V
-    for it in range(1, iters + 1):
+    for it in range(1, iters + 1):  # noqa: B007 - the iteration count is returned
         W = matmat(V)                           # (k, n) rows A v_i
         T = V @ W.T                             # (k, k) projected operator
         T = (T + T.T) / 2

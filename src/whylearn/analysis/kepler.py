@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def sample_efficiency(out_dir: Path, num_train: Sequence[int] = (30, 100, 300, 1
     xs = np.arange(len(names))
     ax.bar(xs - 0.2, per_in, 0.4, label=f"inside [0, {ref.t_train:g}) yr")
     ax.bar(xs + 0.2, per_out, 0.4, label=f"after: [{ref.t_train:g}, {ref.t_test_end:g}) yr")
-    ax.set_xticks(xs, [f"{p}\nT={pl.period:.1f} yr" for p, pl in zip(names, ref.planets)], fontsize=8)
+    ax.set_xticks(xs, [f"{p}\nT={pl.period:.1f} yr" for p, pl in zip(names, ref.planets, strict=False)], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("forecast RMSE (AU)")
     ax.set_title(f"Inside vs after the observed time window (N = {max(num_train)})")
@@ -147,13 +148,21 @@ def sample_efficiency(out_dir: Path, num_train: Sequence[int] = (30, 100, 300, 1
 
     i_small = int(np.argmin(np.abs(Ns - kepler_observations)))
     return {
-        "model": model, "num_train": [int(n) for n in num_train], "seeds": [int(s) for s in seeds],
-        "rmse_in_window": [float(v) for v in rmse_in], "rmse_after_window": [float(v) for v in rmse_out],
-        "rmse_train": [float(v) for v in rmse_train], "implied_exponent": [float(v) for v in expo],
-        "rmse_linear_extrapolation": lin_in, "noise_au": ref.noise,
-        "rmse_at_kepler_N": float(rmse_in[i_small]), "rmse_at_max_N": float(rmse_in[-1]),
+        "model": model,
+        "num_train": [int(n) for n in num_train],
+        "seeds": [int(s) for s in seeds],
+        "rmse_in_window": [float(v) for v in rmse_in],
+        "rmse_after_window": [float(v) for v in rmse_out],
+        "rmse_train": [float(v) for v in rmse_train],
+        "implied_exponent": [float(v) for v in expo],
+        "rmse_linear_extrapolation": lin_in,
+        "noise_au": ref.noise,
+        "rmse_at_kepler_N": float(rmse_in[i_small]),
+        "rmse_at_max_N": float(rmse_in[-1]),
         "rmse_ratio_kepler_N_over_max_N": float(rmse_in[i_small] / rmse_in[-1]),
         "extrapolation_ratio_at_max_N": float(rmse_out[-1] / rmse_in[-1]),
         "implied_exponent_at_max_N": float(expo[-1]),
-        "per_planet_rmse_at_max_N": {p: {"inside": float(a), "after": float(b)} for p, a, b in zip(names, per_in, per_out)},
+        "per_planet_rmse_at_max_N": {
+            p: {"inside": float(a), "after": float(b)} for p, a, b in zip(names, per_in, per_out, strict=False)
+        },
     }

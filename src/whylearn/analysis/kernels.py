@@ -19,8 +19,8 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -77,13 +77,12 @@ def linear_fit_accuracy(F: np.ndarray, y: np.ndarray, F_test: np.ndarray | None 
     The classifier is a nearly hard-margin linear SVM (scikit-learn ``SVC(kernel="linear", C=1e4)``
     on standardized features): on separable data it separates every training point.
     """
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVC
-
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
 
     with warnings.catch_warnings():  # on non-separable features the solver stops at max_iter: expected
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -161,7 +160,7 @@ class KernelPerceptron:
     def __init__(self, kernel: Callable[[np.ndarray, np.ndarray], np.ndarray], max_epochs: int = 100) -> None:
         self.kernel, self.max_epochs = kernel, int(max_epochs)
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "KernelPerceptron":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> KernelPerceptron:
         self.X = np.asarray(X, np.float64)
         self.s = np.where(np.asarray(y) > 0, 1.0, -1.0)
         K = self.kernel(self.X, self.X)
@@ -254,7 +253,7 @@ def kernels_experiment(out_dir: Path, num_points: int = 400, noise: float = 0.05
     ax.set(title="Concentric circles: not linearly separable", xlabel="x", ylabel="y", aspect="equal")
     ax.legend(fontsize=7)
     ax = axes[0, 1]
-    r = np.sqrt((X**2).sum(1))
+    np.sqrt((X**2).sum(1))
     z = (X**2).sum(1)
     for c, m in ((0, "o"), (1, "^")):
         ax.scatter(X[y == c, 0], z[y == c], s=8, marker=m)
@@ -281,7 +280,7 @@ def kernels_experiment(out_dir: Path, num_points: int = 400, noise: float = 0.05
     ax = axes[1, 2]
     ax.semilogy(timing["degrees"], timing["kernel_s"], "o-", label="kernel trick (x.y + 1)^d")
     ax.semilogy(timing["degrees"], timing["explicit_s"], "s-", label="explicit features, then dot products")
-    for d, f, t in zip(timing["degrees"], timing["features"], timing["explicit_s"]):
+    for d, f, t in zip(timing["degrees"], timing["features"], timing["explicit_s"], strict=False):
         ax.annotate(f"{f}", (d, t), fontsize=6, textcoords="offset points", xytext=(0, 4))
     ax.set(xlabel="degree d", ylabel="seconds", title=f"Gram matrix, {timing_points} points in R^{timing_inputs}")
     ax.legend(fontsize=7)

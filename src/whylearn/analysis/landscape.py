@@ -22,9 +22,9 @@ Figures: :func:`plot_interpolation`, :func:`plot_contour`, :func:`plot_surface` 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ def filter_normalized_direction(model: nn.Module, generator: torch.Generator | N
     skip = _norm_param_names(model)
     params = spec.unflatten(theta)
     parts = []
-    for name, shape in zip(spec.names, spec.shapes):
+    for name, shape in zip(spec.names, spec.shapes, strict=False):
         w = params[name]
         if len(shape) < 2 or name in skip:
             parts.append(torch.zeros(w.numel(), dtype=w.dtype, device=w.device))
@@ -147,14 +147,14 @@ def evaluate_points(model: nn.Module, points: Tensor, x: Tensor, y: Tensor, loss
                 original = [p.detach().clone() for p in params]
                 try:
                     for i, theta in enumerate(points):
-                        for p, t in zip(params, spec.unflatten(theta).values()):
+                        for p, t in zip(params, spec.unflatten(theta).values(), strict=False):
                             p.copy_(t)  # a copy: the points are never aliased by the model
                         out = model(xc)
                         losses[i] += w * float(loss_fn(out, yc))
                         if has_acc:
                             accs[i] += w * float((out.argmax(-1) == yc).float().mean())
                 finally:
-                    for p, o in zip(params, original):
+                    for p, o in zip(params, original, strict=False):
                         p.copy_(o)
     res = {"loss": losses}
     if has_acc:

@@ -69,7 +69,7 @@ class PatternRecorder:
         self.pre: list[Tensor] = []
         self._handles = []
 
-    def __enter__(self) -> "PatternRecorder":
+    def __enter__(self) -> PatternRecorder:
         def hook(_m, inp, _out):
             self.pre.append(inp[0].detach().flatten(1))
 
@@ -179,7 +179,7 @@ def regions_along_pairs(model: nn.Module, x: Tensor, num_pairs: int = 20, seed: 
     g = torch.Generator().manual_seed(seed)
     i = torch.randint(0, x.shape[0], (num_pairs,), generator=g)
     j = (i + torch.randint(1, x.shape[0], (num_pairs,), generator=g)) % x.shape[0]
-    res = [regions_on_segment(model, x[a], x[b]) for a, b in zip(i.tolist(), j.tolist())]
+    res = [regions_on_segment(model, x[a], x[b]) for a, b in zip(i.tolist(), j.tolist(), strict=False)]
     out = {"regions/line_total": float(np.mean([r.total for r in res])),
            "regions/line_density": float(np.mean([r.density for r in res]))}
     for l in range(len(res[0].per_layer)):
@@ -235,8 +235,8 @@ def plot_plane(pr: PlaneRegions, path, title: str | None = None, points: dict | 
     import matplotlib
 
     matplotlib.use("Agg")
+
     import matplotlib.pyplot as plt
-    from pathlib import Path
 
     rng = np.random.default_rng(0)
     colours = rng.random((pr.total, 3)) * 0.8 + 0.2

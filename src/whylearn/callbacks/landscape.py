@@ -21,8 +21,7 @@ from lightning.pytorch.callbacks import Callback
 from whylearn.analysis import landscape as LS
 from whylearn.analysis import regions as R
 from whylearn.analysis.hessian import flatten_params
-from whylearn.callbacks.sharpness import (add_summary, datamodule_split, fixed_subset, network, run_dir,
-                                          task_loss_fn)
+from whylearn.callbacks.sharpness import add_summary, datamodule_split, fixed_subset, network, run_dir, task_loss_fn
 from whylearn.tasks.base import log_scalars
 
 log = logging.getLogger("whylearn")

@@ -107,5 +107,5 @@ class GradNorms(Callback):
         norms = torch._foreach_norm([g.detach().float() for _, g in named])  # one fused call for all tensors
         out = {"grads/l2_total": torch.linalg.vector_norm(torch.stack(norms))}
         if self.per_layer:
-            out.update({f"grads/l2/{n}": v for (n, _), v in zip(named, norms)})
+            out.update({f"grads/l2/{n}": v for (n, _), v in zip(named, norms, strict=False)})
         return out

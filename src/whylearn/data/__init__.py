@@ -1,16 +1,16 @@
 """Datamodules: one module per data family, all batching in-memory tensors by indexing."""
 
+from whylearn.data.augment import Augment, AugmentMixin
 from whylearn.data.base import ChunkLoader, EvalLoader, InMemoryDataModule, Split, apply_label_noise
-from whylearn.data.idx import FashionMNISTDataModule, MNISTDataModule
-from whylearn.data.kepler import KeplerDataModule
-from whylearn.data.modular import ModularArithmeticDataModule, modular_table
-from whylearn.data.text import BPETokenizer, CharTokenizer, TextDataModule
-from whylearn.data.mnist1d import MNIST1DDataModule, make_mnist1d
-from whylearn.data.placeholder import NoDataModule
-from whylearn.data.toy import PatternsDataModule, RegressionDataModule, ToyDataModule
 from whylearn.data.cifar import CIFAR10DataModule, load_cifar10
 from whylearn.data.corruptions import CORRUPTIONS, CorruptionMixin, with_corruption
-from whylearn.data.augment import Augment, AugmentMixin
+from whylearn.data.idx import FashionMNISTDataModule, MNISTDataModule
+from whylearn.data.kepler import KeplerDataModule
+from whylearn.data.mnist1d import MNIST1DDataModule, make_mnist1d
+from whylearn.data.modular import ModularArithmeticDataModule, modular_table
+from whylearn.data.placeholder import NoDataModule
+from whylearn.data.text import BPETokenizer, CharTokenizer, TextDataModule
+from whylearn.data.toy import PatternsDataModule, RegressionDataModule, ToyDataModule
 from whylearn.data.vision import CorruptedFashionMNISTDataModule, CorruptedMNISTDataModule
 
 __all__ = [

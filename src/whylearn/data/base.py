@@ -15,8 +15,8 @@ Subclasses implement :meth:`InMemoryDataModule.load_splits`; everything else
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import lightning as L
 import torch
@@ -39,10 +39,10 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.x.to(device), self.y.to(device))
 
-    def subset(self, index: Tensor) -> "Split":
+    def subset(self, index: Tensor) -> Split:
         return Split(self.x[index], self.y[index])
 
 

@@ -167,8 +167,9 @@ def load_cifar10(data_dir: str | os.PathLike, download: bool = True, file_md5: d
         if file_md5.get(n) is not None:
             verify_md5(folder / n, file_md5[n])
     parts = {n: read_batch(folder / n, None) for n in names}
-    cat = lambda files: Split(torch.from_numpy(np.concatenate([parts[n][0] for n in files])),
-                              torch.from_numpy(np.concatenate([parts[n][1] for n in files])))
+    def cat(files):
+        return Split(torch.from_numpy(np.concatenate([parts[n][0] for n in files])),
+                                  torch.from_numpy(np.concatenate([parts[n][1] for n in files])))
     return {"train": cat(TRAIN_FILES), "test": cat(TEST_FILES)}
 
 

@@ -116,14 +116,18 @@ def corrupt_splits(train: Split, others: dict[str, Split], mode: str, prob: floa
         flat, _ = _pixels_last(train.x)
         perm = torch.randperm(flat.shape[-1], generator=g)
         info["pixel_permutation"] = perm
-        fix = lambda s: Split(shuffle_pixels(s.x, perm), s.y)
+        def fix(s):
+            return Split(shuffle_pixels(s.x, perm), s.y)
     elif mode == "random_pixels":
-        fix = lambda s: Split(random_pixels(s.x, g), s.y)
+        def fix(s):
+            return Split(random_pixels(s.x, g), s.y)
     elif mode == "gaussian":
         mean, std = channel_stats(train.x)
-        fix = lambda s: Split(gaussian_like(s.x, mean, std, g), s.y)
+        def fix(s):
+            return Split(gaussian_like(s.x, mean, std, g), s.y)
     else:
-        fix = lambda s: s
+        def fix(s):
+            return s
     train = fix(Split(train.x, y))
     return train, {k: fix(s) for k, s in others.items()}, info
 

@@ -127,10 +127,11 @@ def load_idx_dataset(folder: str, data_dir: str | os.PathLike, files: dict[str, 
             f"{folder}/raw/<file>[.gz] (the torchvision layout), or allow the download from {_MIRRORS[folder][0]}."
         )
     arrays = {s: read_idx(_find(raw, s)) for s in files}
-    split = lambda prefix: Split(
-        torch.from_numpy(arrays[f"{prefix}-images-idx3-ubyte"].copy()),
-        torch.from_numpy(arrays[f"{prefix}-labels-idx1-ubyte"].astype(np.int64)),
-    )
+    def split(prefix):
+        return Split(
+            torch.from_numpy(arrays[f"{prefix}-images-idx3-ubyte"].copy()),
+            torch.from_numpy(arrays[f"{prefix}-labels-idx1-ubyte"].astype(np.int64)),
+        )
     return {"train": split("train"), "test": split("t10k")}
 
 

@@ -44,8 +44,10 @@ def make_mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 
         d = make_dataset(args)
     finally:
         np.random.set_state(state)
-    as_x = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)
-    as_y = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.long)
+    def as_x(a):
+        return torch.as_tensor(np.asarray(a), dtype=torch.float32)
+    def as_y(a):
+        return torch.as_tensor(np.asarray(a), dtype=torch.long)
     return {"train": Split(as_x(d["x"]), as_y(d["y"])), "test": Split(as_x(d["x_test"]), as_y(d["y_test"]))}
 
 

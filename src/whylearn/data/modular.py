@@ -14,7 +14,7 @@ The target is c in [0, p): a classification over p classes read at the last posi
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor

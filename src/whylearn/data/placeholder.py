@@ -25,7 +25,8 @@ class NoDataModule(InMemoryDataModule):
         super().__init__(seed=seed, **kwargs)
 
     def load_splits(self) -> dict[str, Split]:
-        one = lambda: Split(torch.zeros(1, 1), torch.zeros(1, dtype=torch.long))
+        def one():
+            return Split(torch.zeros(1, 1), torch.zeros(1, dtype=torch.long))
         return {"train": one(), "test": one()}
 
     def describe(self) -> dict:

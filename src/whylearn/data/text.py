@@ -20,8 +20,8 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import lightning as L
 import numpy as np
@@ -47,7 +47,7 @@ class CharTokenizer:
         self.stoi = {c: i for i, c in enumerate(self.chars)}
 
     @classmethod
-    def fit(cls, text: str) -> "CharTokenizer":
+    def fit(cls, text: str) -> CharTokenizer:
         return cls(sorted(set(text)))
 
     @property
@@ -80,7 +80,7 @@ class BPETokenizer:
         self.tok = tok
 
     @classmethod
-    def fit(cls, text: str, vocab_size: int = 512) -> "BPETokenizer":
+    def fit(cls, text: str, vocab_size: int = 512) -> BPETokenizer:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tok = Tokenizer(models.BPE())
@@ -92,7 +92,7 @@ class BPETokenizer:
         return cls(tok)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "BPETokenizer":
+    def from_file(cls, path: str | Path) -> BPETokenizer:
         from tokenizers import Tokenizer
 
         if not Path(path).is_file():
@@ -326,7 +326,8 @@ class TextDataModule(TrainerPlacement, L.LightningDataModule):
         meta = json.loads(paths["meta"].read_text())
         self.tokenizer = load_tokenizer(paths["tokenizer"])
         self.meta = meta
-        read = lambda p: torch.from_numpy(np.memmap(p, dtype=meta["dtype"], mode="r").astype(np.int64))
+        def read(p):
+            return torch.from_numpy(np.memmap(p, dtype=meta["dtype"], mode="r").astype(np.int64))
         self.train_tokens, self.val_tokens = read(paths["train"]), read(paths["val"])
         self.chars_per_token = meta["val_chars"] / max(self.val_tokens.shape[0], 1)
         self._make_splits()

@@ -1,21 +1,37 @@
 """Models: plain ``nn.Module``s, no Lightning, importable alone."""
 
-from whylearn.models.gpt import GPT
-from whylearn.models.lstm import LSTMForecaster
-from whylearn.models.mlp import MLP, Step, make_activation, mlp_num_params
-from whylearn.models.placeholder import NoModel
-
-__all__ = ["MLP", "Step", "make_activation", "mlp_num_params", "NoModel", "LSTMForecaster"]
 from whylearn.models.adaline import Adaline, lms_bounds, run_lms
-from whylearn.models.hopfield import Hopfield, overlap
-from whylearn.models.perceptron import Perceptron, margin, novikoff_bound, train_perceptron
-
-__all__ += ["Adaline", "lms_bounds", "run_lms", "Hopfield", "overlap", "Perceptron", "margin", "novikoff_bound",
-            "train_perceptron"]
 from whylearn.models.cnn import CNN
 from whylearn.models.ensemble import VmapEnsemble, reinitialize
+from whylearn.models.gpt import GPT
+from whylearn.models.hopfield import Hopfield, overlap
+from whylearn.models.lstm import LSTMForecaster
+from whylearn.models.mlp import MLP, Step, make_activation, mlp_num_params
+from whylearn.models.perceptron import Perceptron, margin, novikoff_bound, train_perceptron
+from whylearn.models.placeholder import NoModel
 from whylearn.models.resnet import ResNet
 from whylearn.models.torchvision_models import torchvision_model
 
-__all__ += ["CNN", "ResNet", "VmapEnsemble", "reinitialize", "torchvision_model"]
-__all__ += ["GPT"]
+__all__ = [
+    "MLP",
+    "Step",
+    "make_activation",
+    "mlp_num_params",
+    "NoModel",
+    "LSTMForecaster",
+    "Adaline",
+    "lms_bounds",
+    "run_lms",
+    "Hopfield",
+    "overlap",
+    "Perceptron",
+    "margin",
+    "novikoff_bound",
+    "train_perceptron",
+    "CNN",
+    "ResNet",
+    "VmapEnsemble",
+    "reinitialize",
+    "torchvision_model",
+    "GPT",
+]

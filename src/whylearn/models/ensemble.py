@@ -13,7 +13,7 @@ of the members' losses (then d loss / d param[s] is member s's own gradient).
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -96,7 +96,7 @@ class VmapEnsemble(nn.Module):
     def num_members(self) -> int:
         return len(self.seeds)
 
-    def train(self, mode: bool = True) -> "VmapEnsemble":
+    def train(self, mode: bool = True) -> VmapEnsemble:
         super().train(mode)
         self._base.train(mode)
         return self

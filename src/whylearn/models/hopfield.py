@@ -55,7 +55,9 @@ class Hopfield(nn.Module):
         return -0.5 * ((s @ self.weight) * s).sum(1)
 
     @torch.no_grad()
-    def sweep(self, s: Tensor, generator: torch.Generator | None = None, energies: list[Tensor] | None = None) -> tuple[Tensor, int]:
+    def sweep(
+        self, s: Tensor, generator: torch.Generator | None = None, energies: list[Tensor] | None = None
+    ) -> tuple[Tensor, int]:
         """One asynchronous sweep: each neuron once, in a random order, s_i <- sign(h_i) (h_i = 0 keeps s_i).
 
         All B states in the batch are updated in parallel but each state neuron by neuron.

@@ -6,7 +6,7 @@ A plain ``nn.Module`` with no training code. Input (B, ...) is flattened to
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -109,4 +109,4 @@ class MLP(nn.Module):
 def mlp_num_params(input_size: int, hidden: Sequence[int], num_classes: int, bias: bool = True) -> int:
     """Parameter count of :class:`MLP` without building it: sum over layers of in*out (+ out)."""
     widths = [input_size, *hidden, num_classes]
-    return sum(a * b + (b if bias else 0) for a, b in zip(widths[:-1], widths[1:]))
+    return sum(a * b + (b if bias else 0) for a, b in zip(widths[:-1], widths[1:], strict=False))

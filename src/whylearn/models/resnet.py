@@ -140,7 +140,7 @@ class ResNet(nn.Module):
             self.final = nn.Sequential(_norm(norm, widths[-1]), nn.ReLU())
         layers: list[nn.Module] = []
         cin = width
-        for cout, stride, count in zip(widths, strides, blocks):
+        for cout, stride, count in zip(widths, strides, blocks, strict=False):
             for i in range(count):
                 layers.append(block(cin, cout, stride if i == 0 else 1, self.shortcut, norm))
                 cin = cout

@@ -1,19 +1,38 @@
 """Tasks: thin LightningModules that say what is optimized and logged."""
 
-from whylearn.tasks.base import FastTask, History, NonFiniteLossError, get_history, log_scalars
 from whylearn.tasks.analysis import AnalysisTask
+from whylearn.tasks.base import FastTask, History, NonFiniteLossError, get_history, log_scalars
+from whylearn.tasks.classic import (
+    HopfieldCapacityTask,
+    HopfieldTask,
+    LMSSweepTask,
+    PerceptronMarginSweepTask,
+    PerceptronTask,
+    SweepTask,
+    XORSweepTask,
+)
 from whylearn.tasks.classification import ClassificationTask, classification_loss
-from whylearn.tasks.language_model import LanguageModelTask
-from whylearn.tasks.forecasting import ForecastTask
-
-__all__ = ["FastTask", "History", "NonFiniteLossError", "get_history", "log_scalars", "ClassificationTask", "classification_loss",
-           "AnalysisTask", "ForecastTask"]
-from whylearn.tasks.classic import (HopfieldCapacityTask, HopfieldTask, LMSSweepTask, PerceptronMarginSweepTask,
-                                    PerceptronTask, SweepTask, XORSweepTask)
-
-__all__ += ["HopfieldCapacityTask", "HopfieldTask", "LMSSweepTask", "PerceptronMarginSweepTask", "PerceptronTask",
-            "SweepTask", "XORSweepTask"]
 from whylearn.tasks.ensemble import EnsembleClassificationTask
+from whylearn.tasks.forecasting import ForecastTask
+from whylearn.tasks.language_model import LanguageModelTask
 
-__all__ += ["EnsembleClassificationTask"]
-__all__ += ["LanguageModelTask"]
+__all__ = [
+    "AnalysisTask",
+    "ClassificationTask",
+    "EnsembleClassificationTask",
+    "FastTask",
+    "ForecastTask",
+    "History",
+    "HopfieldCapacityTask",
+    "HopfieldTask",
+    "LMSSweepTask",
+    "LanguageModelTask",
+    "NonFiniteLossError",
+    "PerceptronMarginSweepTask",
+    "PerceptronTask",
+    "SweepTask",
+    "XORSweepTask",
+    "classification_loss",
+    "get_history",
+    "log_scalars",
+]

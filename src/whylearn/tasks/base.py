@@ -25,7 +25,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import lightning as L
 import torch
@@ -301,7 +302,7 @@ class FastTask(L.LightningModule):
         losses: list[Tensor] = []
         kept: list[Any] = []
         xs, ys = chunk
-        for x, y in zip(xs, ys):
+        for x, y in zip(xs, ys, strict=False):
             if first_step + len(losses) >= max_steps:
                 break
             loss, keep = self.step_loss(x, y)

@@ -16,8 +16,9 @@ Every rule application counts as one optimizer step in Lightning's progress trac
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import matplotlib
@@ -28,11 +29,11 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from whylearn.analysis import classic as sweeps  # noqa: E402
+from whylearn.analysis.plotting import save_figure  # noqa: E402
 from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
 from whylearn.models.perceptron import Perceptron, _pm1, linearly_separable, margin, novikoff_bound  # noqa: E402
 from whylearn.tasks.analysis import AnalysisTask  # noqa: E402
 from whylearn.tasks.base import HistoryInCheckpoint, count_steps, get_history, log_scalars  # noqa: E402
-from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 
 def _figures_dir(task: L.LightningModule) -> Path:
@@ -41,8 +42,8 @@ def _figures_dir(task: L.LightningModule) -> Path:
 
 def _samples(chunk) -> Any:
     xs, ys = chunk
-    for x, y in zip(xs, ys):
-        yield from zip(x, y)
+    for x, y in zip(xs, ys, strict=False):
+        yield from zip(x, y, strict=False)
 
 
 # -- the perceptron ----------------------------------------------------------------------------------
@@ -143,7 +144,11 @@ class PerceptronTask(HistoryInCheckpoint):
         if out["separated"]:
             w, b = self.model.weight.detach().cpu().double(), float(self.model.bias) * self.model.bias_input
             gamma_hat = margin(train_x.flatten(1).double(), train_y, w, b if self.model.use_bias else 0.0)
-            r = float(self.model.augmented(train_x.double()).norm(dim=1).max()) if self.model.use_bias else float(train_x.flatten(1).norm(dim=1).max())
+            r = (
+                float(self.model.augmented(train_x.double()).norm(dim=1).max())
+                if self.model.use_bias
+                else float(train_x.flatten(1).norm(dim=1).max())
+            )
             out.update({"learned/margin": gamma_hat, "learned/bound": (r / gamma_hat) ** 2 if gamma_hat > 0 else None})
         self._plot_mistakes()
         return out
@@ -274,7 +279,13 @@ class XORSweepTask(SweepTask):
                  model: nn.Module | None = None, num_classes: int | None = None) -> None:
         super().__init__(model)
         self.widths, self.activations = [int(w) for w in widths], list(activations)
-        self.num_seeds, self.steps, self.lr, self.momentum, self.loss = int(num_seeds), int(steps), float(lr), float(momentum), loss
+        self.num_seeds, self.steps, self.lr, self.momentum, self.loss = (
+            int(num_seeds),
+            int(steps),
+            float(lr),
+            float(momentum),
+            loss,
+        )
 
     def run_sweep(self) -> dict[str, Any]:
         rows = []
@@ -389,9 +400,16 @@ class LMSSweepTask(SweepTask):
 class HopfieldCapacityTask(SweepTask):
     """Retrieval from ``corruption`` of the bits against the load P/N (Amit, Gutfreund & Sompolinsky 1985: 0.138)."""
 
-    def __init__(self, num_neurons: Sequence[int] = (100, 400), loads: Sequence[float] = (0.02, 0.05, 0.08, 0.1, 0.12, 0.14, 0.16, 0.2, 0.25, 0.3),
-                 trials: int = 5, corruption: float = 0.1, seed: int = 0, model: nn.Module | None = None,
-                 num_classes: int | None = None) -> None:
+    def __init__(
+        self,
+        num_neurons: Sequence[int] = (100, 400),
+        loads: Sequence[float] = (0.02, 0.05, 0.08, 0.1, 0.12, 0.14, 0.16, 0.2, 0.25, 0.3),
+        trials: int = 5,
+        corruption: float = 0.1,
+        seed: int = 0,
+        model: nn.Module | None = None,
+        num_classes: int | None = None,
+    ) -> None:
         super().__init__(model)
         self.num_neurons, self.loads = [int(n) for n in num_neurons], [float(a) for a in loads]
         self.trials, self.corruption, self.seed = int(trials), float(corruption), int(seed)
@@ -402,9 +420,13 @@ class HopfieldCapacityTask(SweepTask):
             for a in self.loads:
                 r = sweeps.hopfield_capacity(n, [a], self.trials, self.corruption, self.seed)[0]
                 rows.append(r)
-                self.point_done({f"hopfield/overlap/N{n}": r["overlap"], f"hopfield/recalled/N{n}": r["recalled"], "hopfield/load": r["load"]})
+                self.point_done(
+                    {f"hopfield/overlap/N{n}": r["overlap"], f"hopfield/recalled/N{n}": r["recalled"], "hopfield/load": r["load"]}
+                )
         # the measured capacity: the largest load at which at least half of the patterns were recalled
-        cap = {f"N{n}": max([r["load"] for r in rows if r["N"] == n and r["recalled"] >= 0.5], default=0.0) for n in self.num_neurons}
+        cap = {
+            f"N{n}": max([r["load"] for r in rows if r["N"] == n and r["recalled"] >= 0.5], default=0.0) for n in self.num_neurons
+        }
         return {"rows": rows, "capacity_half_recalled": cap, "corruption": self.corruption}
 
     def plot(self, result: dict[str, Any], figures: Path) -> None:
@@ -413,7 +435,7 @@ class HopfieldCapacityTask(SweepTask):
             rs = [r for r in result["rows"] if r["N"] == n]
             axes[0].plot([r["load"] for r in rs], [r["overlap"] for r in rs], "o-", ms=4, label=f"N = {n}")
             axes[1].plot([r["load"] for r in rs], [r["recalled"] for r in rs], "o-", ms=4, label=f"N = {n}")
-        for ax, yl in zip(axes, ("mean overlap after settling", "fraction recalled (overlap >= 0.95)")):
+        for ax, yl in zip(axes, ("mean overlap after settling", "fraction recalled (overlap >= 0.95)"), strict=False):
             ax.axvline(0.138, color="k", ls="--", lw=1, label="0.138 (Amit et al. 1985)")
             ax.set_xlabel("load P / N")
             ax.set_ylabel(yl)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +64,8 @@ class ClassificationTask(SplitEval, FastTask):
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; allowed: {list(LOSSES)}")
         self.model, self.num_classes, self.loss_name = model, int(num_classes), loss
-        acc = lambda: torchmetrics.classification.MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
+        def acc():
+            return torchmetrics.classification.MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
         self.train_acc, self.val_acc, self.test_acc = acc(), acc(), acc()
         self.val_loss, self.test_loss = torchmetrics.MeanMetric(), torchmetrics.MeanMetric()
 

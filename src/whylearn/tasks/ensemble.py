@@ -14,7 +14,8 @@ as ``<name>/seed<s>``. ``summary.json`` gets the same for the final train/val/te
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -104,8 +105,11 @@ class EnsembleClassificationTask(SplitEval, FastTask):
         for i, (losses, _, _) in enumerate(kept):
             step = last - len(kept) + i + 1
             if step % every == 0:
-                log_scalars(self, {f"train/loss/seed{s}": v for s, v in zip(self.seeds, losses.double().cpu().tolist())},
-                            step=step)
+                log_scalars(
+                    self,
+                    {f"train/loss/seed{s}": v for s, v in zip(self.seeds, losses.double().cpu().tolist(), strict=False)},
+                    step=step,
+                )
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
@@ -115,7 +119,7 @@ class EnsembleClassificationTask(SplitEval, FastTask):
     # -- evaluation ----------------------------------------------------------------------------
     def _log_vector(self, name: str, values: Tensor, with_mean: bool = True) -> None:
         values = values.detach().double().cpu()
-        metrics = {f"{name}/seed{s}": float(v) for s, v in zip(self.seeds, values)}
+        metrics = {f"{name}/seed{s}": float(v) for s, v in zip(self.seeds, values, strict=False)}
         if with_mean:
             metrics[name] = float(values.mean())
             metrics[f"{name}_std"] = float(values.std()) if values.numel() > 1 else 0.0
@@ -183,7 +187,7 @@ class EnsembleClassificationTask(SplitEval, FastTask):
                 v = v.double().cpu()
                 out[f"{split}/{k}"] = float(v.mean())
                 out[f"{split}/{k}_std"] = float(v.std()) if v.numel() > 1 else 0.0
-                out.update({f"{split}/{k}/seed{s}": float(x) for s, x in zip(self.seeds, v)})
+                out.update({f"{split}/{k}/seed{s}": float(x) for s, x in zip(self.seeds, v, strict=False)})
         hist = get_history(self)
         for key in ("test/loss", "test/acc"):
             for suffix in ["_std", *[f"/seed{s}" for s in self.seeds]]:

@@ -7,7 +7,8 @@ window of observed positions (B, 2 * window) to the position ``horizon`` steps l
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

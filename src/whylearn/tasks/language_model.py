@@ -4,7 +4,8 @@ The training recipe of GPT-2/3 and nanoGPT: the loss is the mean cross-entropy
 -log p(x_{t+1} | x_{<=t}) over all positions of a batch of windows; weight decay
 applies to the matrices of the linear layers only, not to biases, LayerNorm gains
 or embeddings (Loshchilov & Hutter 2019 decouple it; GPT-3, Brown et al. 2020,
-App. B), or, with ``decay_embeddings``, also to the embeddings (nanoGPT); the learning rate warms up linearly and decays by a cosine
+App. B), or, with ``decay_embeddings``, also to the embeddings (nanoGPT); the learning
+rate warms up linearly and decays by a cosine
 (``whylearn.optim.warmup_cosine``); the global gradient norm is clipped
 (``gradient_clip_val``).
 
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
