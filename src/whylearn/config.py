@@ -276,7 +276,7 @@ def validate(cfg: DictConfig) -> None:
 
     Raises:
         ConfigError: naming each bad key with its value and what is allowed, e.g.
-            ``trainer.max_epochs='abc': expected null or an integer >= -1 (-1: no limit)``.
+            ``trainer.max_epochs='abc': expected an integer >= -1 or null (-1: no limit)``.
     """
     errors: list[str] = []
     _check_node(cfg, TopSchema, "", errors)
@@ -288,7 +288,7 @@ def validate(cfg: DictConfig) -> None:
         _check_node(node, schema, f"{group}.", errors)
     if errors:
         head = "invalid config value" if len(errors) == 1 else f"{len(errors)} invalid config values"
-        raise ConfigError(f"{head} (nothing was written):\n  " + "\n  ".join(errors))
+        raise ConfigError(f"{head}:\n  " + "\n  ".join(errors))
 
 
 def without_hydra(config: DictConfig) -> DictConfig:
@@ -305,7 +305,7 @@ class Refused(SystemExit):
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
-        super().__init__(f"{type(error).__name__}: {error}")
+        super().__init__(f"{type(error).__name__}: {error}\n(refused before anything was written)")
 
 
 class ValidateConfig(Callback):
@@ -321,7 +321,7 @@ class ValidateConfig(Callback):
         try:
             validate(config)
             if "trainer" in config:  # whylearn-train (whylearn-eval checks its checkpoint itself)
-                from whylearn.jobs import plan_resume, planned_run_dir
+                from whylearn.resume import plan_resume, planned_run_dir
 
                 plan_resume(config, planned_run_dir(config))
         except (ValueError, OSError, RuntimeError) as e:

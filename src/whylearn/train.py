@@ -16,8 +16,6 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from whylearn import build
-
 log = logging.getLogger("whylearn")
 
 # The configs ship inside the package (an installed wheel runs); add your own folder with --config-dir.
@@ -68,7 +66,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _quiet_third_parties()
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from whylearn import jobs
+    from whylearn import build, jobs
 
     out = build.run_dir(cfg)
     plan = jobs.plan_resume(cfg, out)
@@ -86,7 +84,7 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool) -> dict[str, Any]:
     import lightning as L
     import torch
 
-    from whylearn import jobs
+    from whylearn import build, jobs
     from whylearn.analysis.figures import plot_run
     from whylearn.loggers import finish_wandb, log_images
     from whylearn.tasks.base import flush_logs, get_history
@@ -234,7 +232,7 @@ def _report(cfg: DictConfig, out: Path, summary: dict, loggers: list) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from whylearn import sweeps
+    from whylearn import build, sweeps
 
     try:
         summary = run(cfg)
