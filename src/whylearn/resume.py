@@ -149,6 +149,9 @@ def plan_resume(cfg: Any, run_dir: Path | str | None, rank: int | None = None) -
     refuse = (f"the run folder {run_dir} already holds a run ({_describe_run(run_dir, held)}) and whylearn does not "
               f"overwrite one. To continue it: `{again}`; to start a new run, leave hydra.run.dir out (every run "
               f"gets a new folder) or choose an empty one.") if held else ""
+    if held and folder_in_use(run_dir):
+        raise RunFolderInUse(f"the run folder {run_dir} is in use by another whylearn process; wait for it to end, "
+                             f"or choose another hydra.run.dir")
     if value in ("best", "hpc", "registry"):
         return ResumePlan(ckpt_path=value)
     if value is None:
@@ -270,6 +273,20 @@ def resume_changes(old: dict, cfg: Any, path: Path | str, planned_steps: int | N
             "(see docs/scaleout.md, 'What a resume may change')."
         )
     return apply
+
+
+def folder_in_use(run_dir: Path) -> bool:
+    """True if another process holds ``run_dir`` (:func:`run_folder_lock`); looks without taking it."""
+    import fcntl
+
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor releases a lock taken here
+    return False
 
 
 def run_folder_lock(run_dir: Path) -> Any:
