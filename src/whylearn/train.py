@@ -159,8 +159,8 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool) -> dict[str, Any]:
             finish_wandb(loggers, summary)
         except Exception as wandb_error:
             log.warning("could not finish the W&B run: %s", wandb_error)
-        log.error("run failed at step %d: %s\nsummary (with the error): %s\ncheckpoints kept in: %s",
-                  trainer.global_step, e, summary_path, ckpt_dir)
+        log.error("run %s at step %d: %s\nsummary (with the error): %s\ncheckpoints kept in: %s",
+                  status, trainer.global_step, e, summary_path, ckpt_dir)
         raise
     if not zero:
         finish_wandb(loggers)
