@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from whylearn.analysis.classic import hopfield_recall, lms_sweep, xor_ensemble
+from whylearn.analysis.classic import growth_decades, hopfield_recall, lms_stream, lms_sweep, xor_ensemble
 from whylearn.data.toy import (
     ToyDataModule,
     binary_images,
@@ -22,7 +22,14 @@ from whylearn.data.toy import (
     xor_points,
 )
 from whylearn.models import MLP
-from whylearn.models.adaline import Adaline, lms_bounds, run_lms
+from whylearn.models.adaline import (
+    Adaline,
+    lms_bounds,
+    lms_excess_mse_theory,
+    lms_mean_square_edge,
+    lms_mean_square_rate,
+    run_lms,
+)
 from whylearn.models.hopfield import Hopfield, overlap
 from whylearn.models.perceptron import Perceptron, linearly_separable, novikoff_bound, train_perceptron
 
@@ -176,19 +183,107 @@ def test_lms_batch_one_equals_sgd_on_half_squared_error():
     assert float((ours - data["w_star"]).norm()) < 0.05  # and it learned the target
 
 
-def test_lms_stability_bounds():
+def test_full_batch_lms_edge_is_two_over_lambda_max():
     data = gaussian_regression(400, torch.logspace(0, 1, 20).tolist(), seed=0)
     x, y = data["x"], data["y"]
-    b = lms_bounds(x)
-    assert b["lambda_max"] < b["trace"] / 5  # the two bounds are far apart here
-    mu_mean, mu_lms = b["mu_max_mean"], b["mu_max_lms"]
-    res = lms_sweep(x, y, [0.9 * mu_mean, 1.1 * mu_mean, 0.2 * mu_lms, 5 * mu_lms], epochs=5)
-    below, above, small, large = res["rows"]
+    edge = lms_bounds(x)["mu_max_mean"]
+    res = lms_sweep(x, y, [0.9 * edge, 1.1 * edge], data["corr"], data["w_star"], 0.1, steps=400, seeds=[0],
+                    full_steps=200)
+    below, above = res["rows"]
     assert not below["full_diverged"] and below["full_mse"] < 0.1  # steepest descent converges below 2/lambda_max
     assert above["full_diverged"]  # ... and diverges above it
-    assert not small["lms_diverged"] and small["lms_mse"] < 0.1  # single-sample LMS converges well below 2/trace
-    assert large["lms_diverged"]  # ... and diverges well above it, where the full-batch form still converges
-    assert not large["full_diverged"]
+
+
+def test_mean_square_edge_is_where_the_exact_second_moment_operator_reaches_one():
+    """The closed form (Feuer & Weinstein 1985) against the full d^2 x d^2 operator built from R directly."""
+    g = torch.Generator().manual_seed(0)
+    lam = torch.tensor([5.0, 2.0, 1.0, 1.0, 0.5, 0.2], dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    R = (q * lam) @ q.T
+    eye = torch.eye(6, dtype=torch.float64)
+    vec_r = R.reshape(-1, 1)
+
+    def radius(mu):  # K -> E[(I - mu x x^T) K (I - mu x x^T)] for x ~ N(0, R), by Isserlis' theorem, on vec(K)
+        op = (torch.kron(eye, eye) - mu * (torch.kron(eye, R) + torch.kron(R, eye))
+              + mu**2 * (2 * torch.kron(R, R) + vec_r @ vec_r.T))
+        return float(torch.linalg.eigvals(op).abs().max())
+
+    edge = lms_mean_square_edge(lam)
+    assert radius(edge) == pytest.approx(1.0, abs=1e-9)
+    assert radius(0.98 * edge) < 1 < radius(1.02 * edge)
+    assert lms_mean_square_rate(lam, edge) == pytest.approx(1.0, abs=1e-9)
+    tr = float(lam.sum())
+    assert 2 / (3 * tr) <= edge < 2 / tr  # 2/(3 trace) sufficient, 2/trace necessary
+    # Isserlis' fourth moment, the step the derivation rests on, by Monte Carlo
+    x = torch.randn(400_000, 6, generator=g, dtype=torch.float64) @ torch.linalg.cholesky(R).T
+    K = torch.randn(6, 6, generator=g, dtype=torch.float64)
+    K = K @ K.T
+    mc = torch.einsum("ni,nj,jk,nk,nl->il", x, x, K, x, x) / x.shape[0]
+    exact = 2 * R @ K @ R + torch.trace(R @ K) * R
+    assert float((mc - exact).norm() / exact.norm()) < 0.03
+    with pytest.raises(ValueError, match="positive"):
+        lms_mean_square_edge([1.0, 0.0])
+
+
+def test_excess_mse_recursion_equals_the_full_matrix_recursion():
+    data = gaussian_regression(10, [4.0, 1.0, 0.3], seed=2)
+    R, c = data["corr"], -data["w_star"]
+    mu, noise_var = 0.07, 0.01
+    K = torch.outer(c, c)
+    full = []
+    for _ in range(30):
+        K = K - mu * (R @ K + K @ R) + mu**2 * (2 * R @ K @ R + torch.trace(R @ K) * R) + mu**2 * noise_var * R
+        full.append(float(torch.trace(R @ K)))
+    ours = lms_excess_mse_theory(R, c, [mu], 30, noise_var)[0]
+    assert ours == pytest.approx(full, rel=1e-10)
+
+
+def test_single_sample_lms_on_both_sides_of_the_exact_edge():
+    """Issue 16: 0.9x the exact mean-square edge converges, 1.1x diverges; 2/trace is not a stability limit."""
+    from whylearn.data.toy import RegressionDataModule
+
+    dm = RegressionDataModule(d=20, condition=10.0, n_train=200)
+    dm.setup()
+    edge = lms_mean_square_edge(torch.linalg.eigvalsh(dm.corr))
+    tr = float(torch.trace(dm.corr))
+    assert edge == pytest.approx(0.8700 * 2 / tr, rel=1e-3)
+    mus = [0.9 * edge, 1.1 * edge, 0.97 * 2 / tr]
+    res = lms_sweep(dm.train.x, dm.train.y, mus, dm.corr, dm.w_star, dm.noise, steps=10_000, seeds=range(8))
+    below, above, near_trace = res["rows"]
+    assert below["lms_runs_diverged"] == 0.0 and not below["lms_ms_diverged"] and below["lms_lyapunov"] < 0
+    # the measured steady-state excess MSE is the exact recursion's
+    assert below["lms_excess_mse"] == pytest.approx(below["lms_excess_mse_theory"], rel=0.25)
+    assert above["lms_runs_diverged"] == 1.0 and above["lms_ms_diverged"] and above["lms_lyapunov"] > 0
+    assert near_trace["lms_runs_diverged"] == 1.0  # below 2/trace, yet every run diverges
+    assert res["lms/edge_bracketed"] and res["lms/ms_edge_bracketed"]
+
+
+def test_lms_stream_runs_the_adaline_rule():
+    import numpy as np
+
+    data = gaussian_regression(10, [3.0, 1.0, 0.5, 0.25], seed=1)
+    mu, steps = 0.05, 60
+    sim = lms_stream(data["corr"], data["w_star"], 0.1, [mu], steps, [7], record_every=steps)
+    rng = np.random.default_rng(7)  # the stream lms_stream draws for seed 7
+    z = rng.standard_normal((steps, 5))
+    xs = torch.as_tensor(z[:, :4] @ np.linalg.cholesky(data["corr"].numpy()).T)
+    ys = xs @ data["w_star"] + 0.1 * torch.as_tensor(z[:, 4])
+    model = Adaline(4)
+    for t in range(steps):
+        model.lms_update(xs[t : t + 1], ys[t : t + 1], mu)
+    c = model.weight.detach() - data["w_star"]
+    assert float(sim["excess"][0, 0, -1]) == pytest.approx(float(c @ data["corr"] @ c), rel=1e-9)
+
+
+def test_growth_decades_tells_slow_divergence_from_a_high_floor():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    flat_high = 50.0 * np.exp(0.5 * rng.standard_normal(200))  # settled, high, noisy
+    slow = 1e-3 * 1.02 ** np.arange(200) * np.exp(0.5 * rng.standard_normal(200))  # grows 0.86 decades per 100 records
+    assert abs(float(growth_decades(flat_high))) < 0.5
+    assert float(growth_decades(slow)) == pytest.approx(100 * np.log10(1.02), abs=0.3)
+    assert float(growth_decades(np.r_[np.ones(150), np.inf * np.ones(50)])) == np.inf
 
 
 def test_adaline_shape_error():
@@ -271,8 +366,10 @@ def test_sweep_experiments_run(make_cfg):
     s, out = _run(make_cfg, ["experiment=xor_sweep", "task.widths=[2]", "task.num_seeds=6", "task.steps=300"], "xor")
     assert {r["activation"] for r in s["rows"]} == {"step", "sigmoid", "tanh", "relu"}
     assert "xor_success.png" in os.listdir(f"{out}/figures")
-    s, out = _run(make_cfg, ["experiment=lms_sweep", "task.num_mu=6", "task.epochs=2", "data.n_train=300"], "lms")
-    assert s["mu_stable_full"] < s["mu_max_mean"] * 1.3 and "lms_mu_sweep.png" in os.listdir(f"{out}/figures")
+    s, out = _run(make_cfg, ["experiment=lms_sweep", "task.num_mu=4", "task.steps=2000", "task.num_seeds=4",
+                             "data.n_train=300"], "lms")
+    assert s["full/edge_bracketed"] and s["lms/mu_diverge_over_edge"] >= 1.0
+    assert s["lms/seeds"] == [0, 1, 2, 3] and "lms_mu_sweep.png" in os.listdir(f"{out}/figures")
     s, out = _run(make_cfg, ["experiment=hopfield_capacity", "task.num_neurons=[60]", "task.loads=[0.05,0.3]",
                              "task.trials=1"], "hop")
     assert s["rows"][0]["recalled"] > s["rows"][1]["recalled"]

@@ -356,44 +356,101 @@ class PerceptronMarginSweepTask(SweepTask):
 class LMSSweepTask(SweepTask):
     """Widrow-Hoff LMS over a grid of step sizes mu: full batch (steepest descent) and single sample.
 
-    The grid is ``num_mu`` values spaced geometrically from ``mu_min_factor * 2/trace(R)`` to
-    ``mu_max_factor * 2/lambda_max(R)`` of the training inputs' correlation matrix R.
+    See :func:`whylearn.analysis.classic.lms_sweep`. The full-batch form runs on the training set;
+    the single-sample rule runs on fresh i.i.d. Gaussian samples from the datamodule's distribution
+    (R = ``datamodule.corr``, the configured spectrum; target w*.x + noise), ``num_seeds`` runs with
+    seeds ``seed, seed + 1, ..., seed + num_seeds - 1``. The grid: ``num_mu`` values spaced
+    geometrically from ``mu_min_factor`` x the exact mean-square edge of the single-sample rule to
+    ``mu_max_factor`` x 2/lambda_max, plus ``edge_factors`` x each of the two exact edges.
+
+    Args:
+        steps: single-sample updates per run. full_steps: full-batch steps.
+        record_every: steps between recorded excess MSEs. threshold_decades: growth over the second
+            half of a run (decades of excess MSE) above which it counts as diverged.
+
+    Raises:
+        TypeError: the datamodule has no input correlation matrix ``corr`` and target ``w_star``
+            (use ``data: regression``).
     """
 
-    def __init__(self, num_mu: int = 25, mu_min_factor: float = 0.05, mu_max_factor: float = 2.0, epochs: int = 10,
+    def __init__(self, num_mu: int = 25, mu_min_factor: float = 0.05, mu_max_factor: float = 2.0,
+                 edge_factors: Sequence[float] = (0.9, 0.95, 1.05, 1.1, 1.25, 1.5), steps: int = 20_000,
+                 num_seeds: int = 16, full_steps: int = 100, record_every: int = 100, threshold_decades: float = 1.0,
                  seed: int = 0, model: nn.Module | None = None, num_classes: int | None = None) -> None:
         super().__init__(model)
+        if steps < 2 * record_every or num_seeds < 1 or num_mu < 0:
+            raise ValueError(f"need steps >= 2 * record_every, num_seeds >= 1 and num_mu >= 0; got steps={steps}, "
+                             f"record_every={record_every}, num_seeds={num_seeds}, num_mu={num_mu}")
         self.num_mu, self.mu_min_factor, self.mu_max_factor = int(num_mu), float(mu_min_factor), float(mu_max_factor)
-        self.epochs, self.seed = int(epochs), int(seed)
+        self.edge_factors = [float(f) for f in edge_factors]
+        self.steps, self.num_seeds, self.full_steps = int(steps), int(num_seeds), int(full_steps)
+        self.record_every, self.threshold_decades, self.seed = int(record_every), float(threshold_decades), int(seed)
 
     def run_sweep(self) -> dict[str, Any]:
+        from whylearn.models.adaline import lms_mean_square_edge
+
         dm = self.trainer.datamodule
+        if getattr(dm, "corr", None) is None or getattr(dm, "w_star", None) is None:
+            raise TypeError(f"the LMS sweep needs a datamodule with the inputs' correlation matrix `corr` and the target "
+                            f"weights `w_star` (data: regression); got {type(dm).__name__}")
         x, y = dm.train.x.cpu().double(), dm.train.y.cpu().double()
-        b = sweeps.lms_bounds(x)
-        lo, hi = self.mu_min_factor * b["mu_max_lms"], self.mu_max_factor * b["mu_max_mean"]
-        mus = torch.logspace(math.log10(lo), math.log10(hi), self.num_mu, dtype=torch.float64).tolist()
-        res = sweeps.lms_sweep(x, y, mus, epochs=self.epochs, seed=self.seed)
+        edge_full = sweeps.lms_bounds(x)["mu_max_mean"]
+        edge_ms = lms_mean_square_edge(torch.linalg.eigvalsh(dm.corr.double()))
+        lo, hi = self.mu_min_factor * edge_ms, self.mu_max_factor * edge_full
+        grid = torch.logspace(math.log10(lo), math.log10(hi), self.num_mu, dtype=torch.float64).tolist() if self.num_mu else []
+        mus = sorted(set(grid + [f * edge_ms for f in self.edge_factors] + [f * edge_full for f in self.edge_factors]))
+        res = sweeps.lms_sweep(x, y, mus, dm.corr, dm.w_star, float(dm.noise), steps=self.steps,
+                               seeds=range(self.seed, self.seed + self.num_seeds), full_steps=self.full_steps,
+                               record_every=self.record_every, threshold_decades=self.threshold_decades)
         for r in res["rows"]:
             self.point_done({"lms/mu": r["mu"], "lms/full_diverged": float(r["full_diverged"]),
-                              "lms/single_diverged": float(r["lms_diverged"])})
+                             "lms/runs_diverged": r["lms_runs_diverged"], "lms/lyapunov": r["lms_lyapunov"]})
         return res
 
     def plot(self, result: dict[str, Any], figures: Path) -> None:
         rows = result["rows"]
-        cap = 10 * result["mse_initial"]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key, label, m in (("full", "full batch (steepest descent)", "o-"), ("lms", "single-sample LMS", "s-")):
-            ax.plot([r["mu"] for r in rows], [min(r[f"{key}_mse"], cap) for r in rows], m, ms=4, label=label)
-        ax.axvline(result["mu_max_mean"], color="C0", ls="--", lw=1, label="2 / lambda_max")
-        ax.axvline(result["mu_max_lms"], color="C1", ls="--", lw=1, label="2 / trace")
+        mus = [r["mu"] for r in rows]
+        edge = result["lms/mu_edge_ms"]
+        cap = 1e3 * result["mse_initial"]
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+        ax = axes[0]
+        ax.plot(mus, [min(r["full_mse"], cap) for r in rows], "o-", ms=3, label="full batch: training MSE")
+        ax.plot(mus, [min(r["lms_excess_mse_median"] + result["noise_var"], cap) for r in rows], "s-", ms=3,
+                label=f"single sample: MSE, median of {len(result['lms/seeds'])} runs")
+        for v, c, ls, lab in ((result["full/mu_edge"], "C0", "--", "2/lambda_max (full batch, exact)"),
+                              (edge, "C3", "-", "mean-square edge (Feuer & Weinstein 1985)"),
+                              (result["lms/mu_necessary"], "C1", ":", "2/trace (necessary)"),
+                              (result["lms/mu_sufficient"], "C2", ":", "2/(3 trace) (sufficient)")):
+            ax.axvline(v, color=c, ls=ls, lw=1.2, label=lab)
         ax.axhline(result["mse_initial"], color="gray", ls=":", lw=1, label="initial MSE (w = 0)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("step size mu")
-        ax.set_ylabel(f"training MSE after the run (capped at {cap:.3g})")
-        ax.set_title("Widrow-Hoff LMS: where it converges and where it diverges", fontsize=9)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.set(xscale="log", yscale="log", xlabel="step size mu", ylabel=f"MSE at the end (capped at {cap:.2g})",
+               title="Where LMS converges")
+        ax.legend(fontsize=6)
+        ax = axes[1]
+        steps = result["curves"]["steps"]
+        near = [i for i, r in enumerate(rows) if any(abs(r["mu_over_edge_ms"] - f) < 1e-9 for f in (0.9, 0.95, 1.05, 1.1))]
+        for k, i in enumerate(near):
+            meas = [min(v, 1e30) for v in result["curves"]["ensemble_mean"][i]]
+            theo = [min(v, 1e30) for v in result["curves"]["theory"][i]]
+            ax.plot(steps, meas, color=f"C{k}", lw=1.2, label=f"mu = {rows[i]['mu_over_edge_ms']:.2f} x edge, measured mean")
+            ax.plot(steps, theo, color=f"C{k}", ls="--", lw=1, label="exact recursion")
+        ax.set(yscale="log", xlabel="single-sample updates", ylabel="excess MSE (mean over runs)",
+               title="Mean square beside the exact recursion (Gaussian inputs)")
+        ax.legend(fontsize=6)
+        ax = axes[2]
+        sel = [r for r in rows if r["mu"] < 3 * edge]
+        ax.plot([r["mu_over_edge_ms"] for r in sel], [r["lms_lyapunov"] for r in sel], "o-", ms=3,
+                label="top Lyapunov exponent of a run (measured, mean)")
+        ax.plot([r["mu_over_edge_ms"] for r in sel], [r["lms_ms_rate_theory"] for r in sel], "--",
+                label="1/2 log of the mean-square growth rate (exact)")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.axvline(1, color="C3", lw=1)
+        ax.set(xscale="log", xlabel="mu / mean-square edge", ylabel="log growth per update",
+               title="A single run vs the mean square")
+        ax.legend(fontsize=6)
+        for a in axes:
+            a.grid(alpha=0.3, which="both")
+        fig.suptitle("Widrow-Hoff LMS: full batch and single sample against the exact edges", fontsize=10)
         save_figure(fig, figures / "lms_mu_sweep.png", grid=False)
 
 
