@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from whylearn.analysis.classic import growth_decades, hopfield_recall, lms_stream, lms_sweep, xor_ensemble
+from whylearn.analysis.classic import growth_decades, lms_stream, lms_sweep, xor_ensemble
 from whylearn.data.toy import (
     ToyDataModule,
     binary_images,
@@ -307,12 +307,15 @@ def test_hopfield_energy_never_increases():
         assert bool((e[-1] < e[0]).any())
 
 
-def test_hopfield_recalls_at_low_load_and_fails_at_high_load():
-    n = 200
-    low = hopfield_recall(n, int(0.05 * n), corruption=0.1, seed=0)
-    high = hopfield_recall(n, int(0.3 * n), corruption=0.1, seed=0)
-    assert low["recalled"] == 1.0 and low["overlap"] > 0.99
-    assert high["recalled"] < 0.2 and high["overlap"] < 0.8
+def test_hopfield_collapse_lies_between_0_10_and_0_17_of_n():
+    """Amit, Gutfreund & Sompolinsky (1985): retrieval collapses near P = 0.138 N. N = 400, 4 networks per load."""
+    from whylearn.analysis.classic import half_recall_load, hopfield_capacity
+
+    rows = hopfield_capacity(400, [0.10, 0.17], trials=4, corruption=0.1, seed=0)
+    below, above = rows
+    assert below["recalled"] >= 0.9 and below["overlap"] > 0.99  # 40 patterns: recalled
+    assert above["recalled"] < 0.5  # 68 patterns: most lost
+    assert 0.10 < half_recall_load(rows) < 0.17
 
 
 def test_hopfield_stores_images_and_rejects_bad_patterns():
@@ -379,3 +382,28 @@ def test_sweep_experiments_run(make_cfg):
     s, out = _run(make_cfg, ["experiment=hopfield_images", "data.eval_batch_size=3"], "img")  # 4 probes, 2 batches
     assert s["test/overlap"] > 0.95 and "hopfield_images.png" in os.listdir(f"{out}/figures")
     assert not math.isnan(s["test/overlap_start"])
+
+
+def test_sweeps_derive_their_seeds_from_seed(make_cfg):
+    """Issue 16: seed s runs seeds s .. s + n - 1 (before, xor_sweep and perceptron_margin_sweep always ran 0 .. n - 1)."""
+    from whylearn.analysis.classic import hopfield_capacity, perceptron_margin_sweep, xor_sweep
+
+    xor = ["experiment=xor_sweep", "task.widths=[2]", "task.activations=[tanh]", "task.num_seeds=6", "task.steps=200"]
+    margin = ["experiment=perceptron_margin_sweep", "task.gammas=[0.1]", "task.dims=[5]", "task.num_seeds=3", "task.n=60"]
+    hop = ["experiment=hopfield_capacity", "task.num_neurons=[50]", "task.loads=[0.2]", "task.trials=3"]
+    lms = ["experiment=lms_sweep", "task.num_mu=0", "task.edge_factors=[0.5]", "task.steps=400", "task.num_seeds=2",
+           "data.n_train=100"]
+    runs = {}
+    for name, overrides in (("xor", xor), ("margin", margin), ("hop", hop), ("lms", lms)):
+        for seed in (13, 271):
+            runs[name, seed], _ = _run(make_cfg, overrides + [f"seed={seed}"], f"{name}{seed}")
+    for name in ("xor", "margin", "hop"):
+        assert runs[name, 13]["rows"] != runs[name, 271]["rows"], name
+    assert runs["lms", 13]["lms/seeds"] == [13, 14] and runs["lms", 271]["lms/seeds"] == [271, 272]
+    assert runs["lms", 13]["rows"][0]["lms_excess_mse"] != runs["lms", 271]["rows"][0]["lms_excess_mse"]
+    # and seed 13 is exactly the sweep of seeds 13, 14, ...
+    assert runs["xor", 13]["rows"][0]["mean_acc"] == xor_sweep([2], ["tanh"], range(13, 19), steps=200, lr=0.5)[0]["mean_acc"]
+    direct = perceptron_margin_sweep([0.1], [5], range(13, 16), n=60, max_epochs=100_000)
+    assert [r["seed"] for r in runs["margin", 13]["rows"]] == [13, 14, 15]
+    assert [r["mistakes"] for r in runs["margin", 13]["rows"]] == [r["mistakes"] for r in direct]
+    assert runs["hop", 13]["rows"][0]["recalled"] == hopfield_capacity(50, [0.2], trials=3, seed=13)[0]["recalled"]

@@ -7,7 +7,8 @@
 - :func:`lms_sweep`: full-batch and single-sample LMS over a grid of step sizes mu, against the exact
   edges (2 / lambda_max; the mean-square edge of Feuer & Weinstein 1985), with :func:`lms_stream`
   (single-sample LMS on fresh Gaussian inputs) and :func:`growth_decades` (the trend criterion).
-- :func:`hopfield_capacity`: retrieval overlap against the load P/N (Amit et al. 1985).
+- :func:`hopfield_capacity`: retrieval overlap against the load P/N (Amit et al. 1985);
+  :func:`half_recall_load` locates the collapse.
 - :func:`plot_decision_boundary`: data and learned boundary of any 2-D classifier.
 """
 
@@ -323,12 +324,16 @@ def hopfield_recall(num_neurons: int, num_patterns: int, corruption: float = 0.1
 
     A pattern counts as recalled when the settled state's overlap with it is at least 0.95
     (the fixed points of a loaded network sit a few percent of bits away from the patterns).
+    ``seed`` seeds one trial: the patterns, the corruption and the update order get three
+    independent streams spawned from it (``numpy.random.SeedSequence(seed)``), so trials with
+    neighbouring seeds share no random numbers.
     """
-    xi = random_patterns(num_patterns, num_neurons, seed=seed)
+    s_pat, s_cor, s_upd = (int(v) for v in np.random.SeedSequence(int(seed)).generate_state(3))
+    xi = random_patterns(num_patterns, num_neurons, seed=s_pat)
     net = Hopfield(num_neurons)
     net.store(xi)
-    probe = corrupt(xi, corruption, seed=seed + 1)
-    final, sweeps = net.settle(probe, max_sweeps=max_sweeps, seed=seed + 2)
+    probe = corrupt(xi, corruption, seed=s_cor)
+    final, sweeps = net.settle(probe, max_sweeps=max_sweeps, seed=s_upd)
     m = overlap(final, xi)
     return {"overlap": float(m.mean()), "recalled": float((m >= 0.95).float().mean()),
             "overlap_start": float(overlap(probe, xi).mean()), "sweeps": sweeps}
@@ -336,14 +341,35 @@ def hopfield_recall(num_neurons: int, num_patterns: int, corruption: float = 0.1
 
 def hopfield_capacity(num_neurons: int, loads: Sequence[float], trials: int = 3, corruption: float = 0.1,
                       seed: int = 0) -> list[dict]:
-    """:func:`hopfield_recall` averaged over ``trials`` seeds for each load alpha = P/N (P = round(alpha N), >= 1)."""
+    """:func:`hopfield_recall` averaged over trials ``seed .. seed + trials - 1`` for each load alpha = P/N.
+
+    P = round(alpha N), at least 1. Rows: ``load`` (P/N as realized), ``P``, ``N``, mean ``overlap``
+    and ``recalled`` over trials, and ``recalled_sd`` (their standard deviation over trials).
+    """
     rows = []
     for a in loads:
         p = max(1, int(round(a * num_neurons)))
-        rs = [hopfield_recall(num_neurons, p, corruption, seed=seed + 100 * t) for t in range(trials)]
-        rows.append({"load": p / num_neurons, "P": p, "N": num_neurons,
-                     "overlap": sum(r["overlap"] for r in rs) / trials, "recalled": sum(r["recalled"] for r in rs) / trials})
+        rs = [hopfield_recall(num_neurons, p, corruption, seed=seed + t) for t in range(trials)]
+        rec = np.array([r["recalled"] for r in rs])
+        rows.append({"load": p / num_neurons, "P": p, "N": num_neurons, "trials": trials,
+                     "overlap": sum(r["overlap"] for r in rs) / trials, "recalled": float(rec.mean()),
+                     "recalled_sd": float(rec.std(ddof=1)) if trials > 1 else 0.0})
     return rows
+
+
+def half_recall_load(rows: Sequence[dict]) -> float:
+    """The load at which the fraction recalled first falls through 1/2, linearly interpolated between grid loads.
+
+    ``rows`` as from :func:`hopfield_capacity` for one N (sorted by load here). nan when it never
+    falls below 1/2 on the grid; the first load when it starts below.
+    """
+    rs = sorted(rows, key=lambda r: r["load"])
+    if rs and rs[0]["recalled"] < 0.5:
+        return float(rs[0]["load"])
+    for a, b in zip(rs, rs[1:], strict=False):
+        if a["recalled"] >= 0.5 > b["recalled"]:
+            return float(a["load"] + (a["recalled"] - 0.5) / (a["recalled"] - b["recalled"]) * (b["load"] - a["load"]))
+    return float("nan")
 
 
 # -- figures --------------------------------------------------------------------------------------

@@ -276,7 +276,7 @@ class XORSweepTask(SweepTask):
 
     def __init__(self, widths: Sequence[int] = (1, 2, 3, 4, 8), activations: Sequence[str] = ("step", "sigmoid", "tanh", "relu"),
                  num_seeds: int = 100, steps: int = 2000, lr: float = 0.5, momentum: float = 0.9, loss: str = "mse",
-                 model: nn.Module | None = None, num_classes: int | None = None) -> None:
+                 seed: int = 0, model: nn.Module | None = None, num_classes: int | None = None) -> None:
         super().__init__(model)
         self.widths, self.activations = [int(w) for w in widths], list(activations)
         self.num_seeds, self.steps, self.lr, self.momentum, self.loss = (
@@ -286,17 +286,26 @@ class XORSweepTask(SweepTask):
             float(momentum),
             loss,
         )
+        self.seed = int(seed)
+
+    @property
+    def seeds(self) -> range:
+        """The sweep's seeds: ``seed, seed + 1, ..., seed + num_seeds - 1``."""
+        return range(self.seed, self.seed + self.num_seeds)
 
     def run_sweep(self) -> dict[str, Any]:
         rows = []
         for act in self.activations:
             for w in self.widths:
-                row = sweeps.xor_sweep([w], [act], range(self.num_seeds), steps=self.steps, lr=self.lr,
+                row = sweeps.xor_sweep([w], [act], self.seeds, steps=self.steps, lr=self.lr,
                                        momentum=self.momentum, loss=self.loss)[0]
                 rows.append(row)
                 self.point_done({f"xor/success_rate/{act}": row["success_rate"], "xor/width": w})
-        return {"rows": rows, "num_seeds": self.num_seeds,
-                "success_rate": {f"{r['activation']}/w{r['width']}": r["success_rate"] for r in rows}}
+        out = {"rows": rows, "num_seeds": self.num_seeds, "seeds": [self.seed, self.seed + self.num_seeds - 1],
+               "success_rate": {f"{r['activation']}/w{r['width']}": r["success_rate"] for r in rows}}
+        # flat keys for the reference block (Rumelhart et al. 1986: 2 sigmoid units; width 1 never suffices)
+        out.update({f"xor/success_rate/{r['activation']}/w{r['width']}": r["success_rate"] for r in rows})
+        return out
 
     def plot(self, result: dict[str, Any], figures: Path) -> None:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -317,22 +326,25 @@ class PerceptronMarginSweepTask(SweepTask):
     """Perceptron mistakes against Novikoff's (R/gamma)^2 over margins, dimensions and seeds."""
 
     def __init__(self, gammas: Sequence[float] = (0.02, 0.05, 0.1, 0.2, 0.4), dims: Sequence[int] = (2, 10, 100),
-                 num_seeds: int = 10, n: int = 500, radius: float = 1.0, max_epochs: int = 100_000,
+                 num_seeds: int = 10, n: int = 500, radius: float = 1.0, max_epochs: int = 100_000, seed: int = 0,
                  model: nn.Module | None = None, num_classes: int | None = None) -> None:
         super().__init__(model)
         self.gammas, self.dims = [float(g) for g in gammas], [int(d) for d in dims]
         self.num_seeds, self.n, self.radius, self.max_epochs = int(num_seeds), int(n), float(radius), int(max_epochs)
+        self.seed = int(seed)
 
     def run_sweep(self) -> dict[str, Any]:
         rows = []
+        seeds = range(self.seed, self.seed + self.num_seeds)  # seed s: data sets s .. s + num_seeds - 1
         for g in self.gammas:
             for d in self.dims:
-                rs = sweeps.perceptron_margin_sweep([g], [d], range(self.num_seeds), self.n, self.radius, self.max_epochs)
+                rs = sweeps.perceptron_margin_sweep([g], [d], seeds, self.n, self.radius, self.max_epochs)
                 rows += rs
                 self.point_done({f"perceptron/max_mistakes/d{d}": max(r["mistakes"] for r in rs), "perceptron/gamma": g})
         within = all(r["mistakes"] <= r["bound"] for r in rows)
         return {"rows": rows, "all_separated": all(r["separated"] for r in rows), "all_within_bound": within,
-                "max_mistakes_over_bound": max(r["mistakes"] / r["bound"] for r in rows)}
+                "max_mistakes_over_bound": max(r["mistakes"] / r["bound"] for r in rows),
+                "seeds": [self.seed, self.seed + self.num_seeds - 1]}
 
     def plot(self, result: dict[str, Any], figures: Path) -> None:
         rows = result["rows"]
@@ -455,7 +467,13 @@ class LMSSweepTask(SweepTask):
 
 
 class HopfieldCapacityTask(SweepTask):
-    """Retrieval from ``corruption`` of the bits against the load P/N (Amit, Gutfreund & Sompolinsky 1985: 0.138)."""
+    """Retrieval from ``corruption`` of the bits against the load P/N (Amit, Gutfreund & Sompolinsky 1985: 0.138).
+
+    ``trials`` networks per (N, load), with seeds ``seed .. seed + trials - 1``. Summary: the table
+    (``rows``, with the standard deviation of the fraction recalled over trials), the largest load
+    with at least half recalled, and ``hopfield/half_recall_load/N<N>``, the interpolated load where
+    the fraction recalled falls through 1/2.
+    """
 
     def __init__(
         self,
@@ -480,11 +498,16 @@ class HopfieldCapacityTask(SweepTask):
                 self.point_done(
                     {f"hopfield/overlap/N{n}": r["overlap"], f"hopfield/recalled/N{n}": r["recalled"], "hopfield/load": r["load"]}
                 )
-        # the measured capacity: the largest load at which at least half of the patterns were recalled
+        # the measured capacity: the largest load at which at least half of the patterns were recalled,
+        # and the load where the fraction recalled falls through 1/2 (interpolated)
         cap = {
             f"N{n}": max([r["load"] for r in rows if r["N"] == n and r["recalled"] >= 0.5], default=0.0) for n in self.num_neurons
         }
-        return {"rows": rows, "capacity_half_recalled": cap, "corruption": self.corruption}
+        out: dict[str, Any] = {"rows": rows, "capacity_half_recalled": cap, "corruption": self.corruption,
+                               "trials": self.trials, "seeds": [self.seed, self.seed + self.trials - 1]}
+        for n in self.num_neurons:
+            out[f"hopfield/half_recall_load/N{n}"] = sweeps.half_recall_load([r for r in rows if r["N"] == n])
+        return out
 
     def plot(self, result: dict[str, Any], figures: Path) -> None:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
