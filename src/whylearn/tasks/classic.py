@@ -58,9 +58,11 @@ class PerceptronTask(HistoryInCheckpoint):
     Logs: ``perceptron/mistakes_epoch``, ``perceptron/mistakes_total``, ``train/acc_epoch``
     (accuracy of the weights at the end of each epoch), ``val/acc``, ``test/acc``.
     Summary: train/val/test accuracy, mistakes per epoch and total, whether the training set was
-    separated, and Novikoff's bound (R/gamma)^2 with the data's known separating hyperplane
-    (toy ``separable`` data) and with the learned one if it separates (any separating hyperplane
-    gives a valid bound; the learned one gives a loose one).
+    separated (``separated``) and whether it is separable at all (``linearly_separable``, by a linear
+    program), and Novikoff's bound (R/gamma)^2 with the data's known separating hyperplane (toy
+    ``separable`` data) and with the learned one if it separates (any separating hyperplane gives a
+    valid bound; the learned one gives a loose one). Where the bound does not apply (a training set
+    that is not separable, e.g. with label noise) ``novikoff/applies`` is False with the reason.
 
     Args:
         model: the perceptron. lr: step size (irrelevant from w = 0, kept for completeness).
@@ -136,11 +138,7 @@ class PerceptronTask(HistoryInCheckpoint):
         }
         if self.check_separable:
             out["linearly_separable"] = linearly_separable(train_x, train_y)
-        bias_input = self.model.bias_input if self.model.use_bias else None
-        if getattr(dm, "w_star", None) is not None:
-            nb = novikoff_bound(train_x, train_y, dm.w_star, dm.b_star, bias_input)
-            out.update({"novikoff/R": nb["R"], "novikoff/gamma": nb["gamma"], "novikoff/bound": nb["bound"],
-                        "novikoff/within_bound": out["mistakes_total"] <= nb["bound"]})
+        out.update(self._novikoff(dm, train_x, train_y, out))
         if out["separated"]:
             w, b = self.model.weight.detach().cpu().double(), float(self.model.bias) * self.model.bias_input
             gamma_hat = margin(train_x.flatten(1).double(), train_y, w, b if self.model.use_bias else 0.0)
@@ -152,6 +150,34 @@ class PerceptronTask(HistoryInCheckpoint):
             out.update({"learned/margin": gamma_hat, "learned/bound": (r / gamma_hat) ** 2 if gamma_hat > 0 else None})
         self._plot_mistakes()
         return out
+
+    def _novikoff(self, dm, train_x: Tensor, train_y: Tensor, out: dict[str, Any]) -> dict[str, Any]:
+        """Novikoff's bound where it applies: the data's known hyperplane (w*, b*) separates the training set.
+
+        It does not apply to a training set that is not linearly separable (label noise, XOR,
+        MNIST 4 vs 9 at 20x20): no hyperplane has a positive margin, and the perceptron cycles
+        forever (Minsky & Papert 1969); then ``novikoff/applies`` is False with the reason, and no
+        bound is reported. (A separable training set without a known hyperplane gets no bound either.)
+        """
+        bias_input = self.model.bias_input if self.model.use_bias else None
+        w_star = getattr(dm, "w_star", None)
+        if out.get("linearly_separable") is False:
+            return {"novikoff/applies": False,
+                    "novikoff/reason": "the training set is not linearly separable (linear program): no hyperplane has a "
+                                       "positive margin, so the bound does not apply and the perceptron cannot stop"}
+        if w_star is None:
+            return {}
+        w, b = w_star.double(), float(dm.b_star)
+        if margin(train_x.flatten(1).double(), train_y, w, b) <= 0:  # the sign of the margin: the same in any space
+            noisy = getattr(dm, "noisy_indices", None)
+            why = f" ({len(noisy)} training labels flipped by label noise)" if noisy is not None and len(noisy) else ""
+            return {"novikoff/applies": False,
+                    "novikoff/reason": f"the data's hyperplane w* no longer separates the training set{why}; "
+                                       "no bound is computed from it"}
+        nb = novikoff_bound(train_x, train_y, w_star, dm.b_star, bias_input)
+        return {"novikoff/applies": True, "novikoff/R": nb["R"], "novikoff/gamma": nb["gamma"], "novikoff/bound": nb["bound"],
+                "novikoff/within_bound": out["mistakes_total"] <= nb["bound"],
+                "novikoff/mistakes_over_bound": out["mistakes_total"] / nb["bound"]}
 
     def _plot_mistakes(self) -> None:
         if not self.mistakes_per_epoch:
