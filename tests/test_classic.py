@@ -445,3 +445,26 @@ def test_sweeps_derive_their_seeds_from_seed(make_cfg):
     assert [r["seed"] for r in runs["margin", 13]["rows"]] == [13, 14, 15]
     assert [r["mistakes"] for r in runs["margin", 13]["rows"]] == [r["mistakes"] for r in direct]
     assert runs["hop", 13]["rows"][0]["recalled"] == hopfield_capacity(50, [0.2], trials=3, seed=13)[0]["recalled"]
+
+
+CLASSIC_AND_HIGHDIM = ["lms_sweep", "xor_sweep", "xor_perceptron", "xor_mlp", "perceptron_separable",
+                       "perceptron_margin_sweep", "perceptron_mnist49", "hopfield_capacity", "hopfield_images",
+                       "distance_concentration", "knn", "pca", "kernels", "kepler", "kepler_lstm", "kepler_mlp",
+                       "circles_mlp", "spirals_mlp", "noisy_xor_mlp"]
+
+
+@pytest.mark.parametrize("name", CLASSIC_AND_HIGHDIM)
+def test_experiment_declares_its_published_reference(make_cfg, name):
+    """Issue 16 / COMMON.md: every experiment states the published number (or why there is none)."""
+    from omegaconf import OmegaConf
+
+    ref = OmegaConf.to_container(make_cfg([f"experiment={name}"]).reference)
+    if isinstance(ref, dict):
+        assert set(ref) == {"none"} and len(ref["none"]) > 20
+        return
+    assert ref, name
+    for item in ref:
+        assert {"quantity", "published", "source", "tolerance"} <= set(item), item
+        pub = item["published"]
+        assert isinstance(pub, (int, float)) or (isinstance(pub, list) and len(pub) == 2 and pub[0] <= pub[1]), item
+        assert item.get("relation", "approx") in ("approx", "at_least", "at_most"), item

@@ -265,7 +265,22 @@ def distance_concentration_experiment(
     for kind in SAMPLERS:
         summary[f"{kind}/contrast_d{dims[0]}"] = res[kind]["query"][0]
         summary[f"{kind}/contrast_d{dims[-1]}"] = res[kind]["query"][-1]
+        summary[f"{kind}/contrast_exponent_high_d"] = contrast_exponent(res[kind]["dims"], res[kind]["query"])
     return summary
+
+
+def contrast_exponent(dims: Sequence[int], contrast: Sequence[float], min_dim: int = 1000) -> float:
+    """Least-squares slope of log contrast against log d over the dimensions >= ``min_dim`` (-1/2 for i.i.d. points).
+
+    For i.i.d. coordinates D_max - D_min tends to a constant while D_min grows like sqrt(d)
+    (Aggarwal, Hinneburg & Keim 2001, Thm. 1 with k = 2), so the contrast falls like d^(-1/2).
+    nan with fewer than two such dimensions.
+    """
+    d = np.array([a for a in dims if a >= min_dim], dtype=np.float64)
+    c = np.array([b for a, b in zip(dims, contrast, strict=True) if a >= min_dim], dtype=np.float64)
+    if len(d) < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(d), np.log(c), 1)[0])
 
 
 def knn_experiment(
@@ -300,6 +315,8 @@ def knn_experiment(
             log.info("k-NN %s n=%d: %s", name, n, by_n[n])
         out[f"{name}/train_sizes"] = sizes[name]
         out[f"{name}/acc_vs_n"] = {str(k): [by_n[n].get(k, float("nan")) for n in sizes[name]] for k in ks}
+        out.update({f"{name}/acc_largest_n/k{k}": v for k, v in by_n[sizes[name][-1]].items()})
+        out[f"{name}/largest_n"] = sizes[name][-1]
         nb = min(base_train_size, len(ytr))
         sel = perm[:nb]
         noisy = {}
