@@ -290,7 +290,7 @@ def kernels_experiment(out_dir: Path, num_points: int = 400, noise: float = 0.05
     for k, lift in enumerate(LIFTS):
         ax.text(k, 1.07, "separable" if lifts[lift]["separable"] else "not separable (LP)", ha="center", fontsize=7)
     ax.axhline(0.5, color="gray", ls=":", lw=1)
-    ax.set(ylim=(0, 1.15), ylabel="accuracy", title="Logistic regression (converged) on each feature set")
+    ax.set(ylim=(0, 1.15), ylabel="accuracy", title="Converged logistic regression")
     ax.legend(fontsize=7)
     for ax, name, (data, lab) in ((axes[1, 0], "xor/poly2", (Xx, yx)), (axes[1, 1], "circles/rbf", (X, y))):
         g = np.linspace(-1.6, 1.6, 150)

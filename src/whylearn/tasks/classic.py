@@ -188,8 +188,11 @@ class PerceptronTask(HistoryInCheckpoint):
         ax.set_xlabel("epoch")
         ax.set_ylabel("mistakes (updates) in the epoch")
         ax.set_title(f"Perceptron: {sum(self.mistakes_per_epoch)} mistakes in {len(ep)} epochs")
-        if max(self.mistakes_per_epoch) > 0:
+        top, low = max(self.mistakes_per_epoch), min(self.mistakes_per_epoch)
+        if top > 20 * max(low, 1):  # a wide range (e.g. falling to 0): log-like; otherwise linear, with its ticks
             ax.set_yscale("symlog", linthresh=1)
+        else:
+            ax.set_ylim(0, 1.05 * top + 1)
         ax.grid(alpha=0.3)
         save_figure(fig, _figures_dir(self) / "mistakes_per_epoch.png", grid=False)
 
