@@ -411,6 +411,8 @@ def test_sweep_experiments_run(make_cfg):
                              "data.n_train=300"], "lms")
     assert s["full/edge_bracketed"] and s["lms/mu_diverge_over_edge"] >= 1.0
     assert s["lms/seeds"] == [0, 1, 2, 3] and "lms_mu_sweep.png" in os.listdir(f"{out}/figures")
+    assert {e["quantity"] for e in s["reference"]} >= {"lms/mu_stable_over_edge", "full/mu_diverge_over_edge"}
+    assert all(e["verdict"] in ("pass", "fail") for e in s["reference"])  # every quantity was measured
     s, out = _run(make_cfg, ["experiment=hopfield_capacity", "task.num_neurons=[60]", "task.loads=[0.05,0.3]",
                              "task.trials=1"], "hop")
     assert s["rows"][0]["recalled"] > s["rows"][1]["recalled"]
@@ -456,15 +458,12 @@ CLASSIC_AND_HIGHDIM = ["lms_sweep", "xor_sweep", "xor_perceptron", "xor_mlp", "p
 @pytest.mark.parametrize("name", CLASSIC_AND_HIGHDIM)
 def test_experiment_declares_its_published_reference(make_cfg, name):
     """Issue 16 / COMMON.md: every experiment states the published number (or why there is none)."""
-    from omegaconf import OmegaConf
+    from whylearn import reference
 
-    ref = OmegaConf.to_container(make_cfg([f"experiment={name}"]).reference)
-    if isinstance(ref, dict):
-        assert set(ref) == {"none"} and len(ref["none"]) > 20
+    block = reference.from_config(make_cfg([f"experiment={name}"]))  # raises on a malformed block
+    if isinstance(block, dict):
+        assert set(block) == {"none"} and len(block["none"]) > 20
         return
-    assert ref, name
-    for item in ref:
-        assert {"quantity", "published", "source", "tolerance"} <= set(item), item
-        pub = item["published"]
-        assert isinstance(pub, (int, float)) or (isinstance(pub, list) and len(pub) == 2 and pub[0] <= pub[1]), item
-        assert item.get("relation", "approx") in ("approx", "at_least", "at_most"), item
+    assert block, name
+    for item in block:
+        assert len(item["source"]) > 10 and any(ch.isdigit() for ch in item["source"]), item  # cites a year
