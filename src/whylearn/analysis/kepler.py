@@ -109,8 +109,13 @@ def sample_efficiency(out_dir: Path, num_train: Sequence[int] = (30, 100, 300, 1
         return np.array([np.nanmean([r[key] for r in rows if r["num_train"] == n]) for n in num_train])
 
     def sd_over_seeds(key: str) -> list[float]:
-        return [float(np.nanstd([r[key] for r in rows if r["num_train"] == n], ddof=1)) if len(seeds) > 1 else 0.0
-                for n in num_train]
+        """Standard deviation over the seeds with a finite value (nan with fewer than two; 0 for one seed)."""
+        out = []
+        for n in num_train:
+            v = np.array([r[key] for r in rows if r["num_train"] == n], dtype=np.float64)
+            v = v[np.isfinite(v)]
+            out.append(0.0 if len(seeds) == 1 else float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
+        return out
 
     Ns = np.array(num_train, dtype=float)
     rmse_in, rmse_out = mean_over_seeds("test/rmse"), mean_over_seeds("test_out/rmse")
