@@ -16,6 +16,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from whylearn import reference  # light: the heavy modules (build, Lightning) are imported when a run starts
+
 log = logging.getLogger("whylearn")
 
 # The configs ship inside the package (an installed wheel runs); add your own folder with --config-dir.
@@ -63,6 +65,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from whylearn.config import validate
 
     validate(cfg)
+    refs = reference.from_config(cfg)  # a malformed reference block fails here, before anything is written
     _quiet_third_parties()
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -72,15 +75,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     plan = jobs.plan_resume(cfg, out)
     zero = rank_zero_only.rank == 0  # under DDP every rank runs this; rank 0 alone writes files
     out.mkdir(parents=True, exist_ok=True)
+    reference.activate(refs)  # figures draw the published values they are named in
     if not zero:
-        return _run(cfg, out, plan, zero)
+        return _run(cfg, out, plan, zero, refs)
     with jobs.run_folder_lock(out):
         if not plan.resuming and jobs.holds_run(out):  # another process wrote here since plan_resume looked
             plan = jobs.plan_resume(cfg, out)
-        return _run(cfg, out, plan, zero)
+        return _run(cfg, out, plan, zero, refs)
 
 
-def _run(cfg: DictConfig, out: Path, plan, zero: bool) -> dict[str, Any]:
+def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
     import lightning as L
     import torch
 
@@ -151,6 +155,7 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool) -> dict[str, Any]:
         status = "interrupted" if isinstance(e, (jobs.Preempted, KeyboardInterrupt, SystemExit)) else "failed"
         summary.update(_account(trainer, record, plan))
         summary.update({"status": status, "error": f"{type(e).__name__}: {e}"})
+        summary["reference"] = reference.evaluate(refs, summary)
         if zero:
             write_summary(summary_path, summary)
             plot_run(get_history(task), out / "figures")
@@ -167,6 +172,7 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool) -> dict[str, Any]:
         return summary
     flush_logs(task, wait=True)
     figures = plot_run(get_history(task), out / "figures")
+    summary["reference"] = reference.evaluate(refs, summary)  # published beside measured, with verdicts
     write_summary(summary_path, summary)
     for lg in loggers:
         if hasattr(lg, "save"):
@@ -227,6 +233,7 @@ def _report(cfg: DictConfig, out: Path, summary: dict, loggers: list) -> None:
                          f"upload offline runs with `wandb sync {lg.save_dir}/wandb/offline-run-*`)")
     shown = {k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None}
     lines.append("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    lines += reference.report_lines(summary.get("reference"))
     log.info("\n".join(lines))
 
 
