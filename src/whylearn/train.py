@@ -114,9 +114,7 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
                             planned_steps=build.planned_steps(cfg, dm) if cfg.get("scheduler") else None)
     callbacks = build.build_callbacks(cfg) + [record, jobs.GracefulStop(ckpt_dir / "last.ckpt")]
     trainer = build.build_trainer(cfg, callbacks, loggers)
-    if plan.resuming:
-        jobs.set_aside_csv(loggers)
-    else:
+    if not plan.resuming:
         write_config()
     _start_loggers(loggers)
     summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running",
@@ -126,6 +124,8 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
         summary["overrides"] = overrides
     summary_path = out / "summary.json"
     try:
+        if plan.resuming:
+            jobs.set_aside_csv(loggers)  # put back by the except below if the restore fails
         trainer.fit(task, datamodule=dm, ckpt_path=plan.ckpt_path, weights_only=True)
         record.mark_restored(trainer)  # a resume with nothing left to train has no train start
         if trainer.interrupted:
