@@ -122,7 +122,11 @@ def plan_buckets(widths: Sequence[int], counts: Sequence[int], step_flops, overh
 
 
 class _MLPGroup(nn.Module):
-    """Members of one (padded) MLP architecture: each layer one batched matmul over the group."""
+    """Members of one (padded) MLP architecture: each layer one batched matmul over the group.
+
+    Weights are stored transposed, ``stacked["net__<i>__weight_t"]`` of shape (S, in, out), so the
+    forward matmul and the weight gradient are both plain row-major batched GEMMs and autograd hands
+    back a gradient already in the parameter's layout (no copy per step)."""
 
     def __init__(self, members: list[nn.Module], hidden: list[int]) -> None:
         super().__init__()
@@ -130,50 +134,65 @@ class _MLPGroup(nn.Module):
         self.kinds: list[nn.Module | None] = []  # None for a Linear, else the element-wise module
         shapes = [template.input_size, *hidden, template.num_classes]
         self.stacked = nn.ParameterDict()
+        self._layers: list[tuple[str, str | None]] = []
         li = 0
         for i, layer in enumerate(template.net):
             if isinstance(layer, nn.Linear):
                 out_f, in_f = shapes[li + 1], shapes[li]
-                w = torch.zeros(len(members), out_f, in_f)
+                w = torch.zeros(len(members), in_f, out_f)
                 b = torch.zeros(len(members), out_f) if layer.bias is not None else None
                 for j, m in enumerate(members):
                     src = m.net[i]
-                    w[j, : src.out_features, : src.in_features] = src.weight.detach()
+                    w[j, : src.in_features, : src.out_features] = src.weight.detach().t()
                     if b is not None:
                         b[j, : src.out_features] = src.bias.detach()
-                self.stacked[f"net__{i}__weight"] = nn.Parameter(w)
+                self.stacked[f"net__{i}__weight_t"] = nn.Parameter(w)
                 if b is not None:
                     self.stacked[f"net__{i}__bias"] = nn.Parameter(b)
                 self.kinds.append(None)
+                self._layers.append((f"net__{i}__weight_t", f"net__{i}__bias" if b is not None else None))
                 li += 1
             else:
                 self.kinds.append(copy.deepcopy(layer))
+                self._layers.append(("", None))
         self._modules_elementwise = nn.ModuleList([k for k in self.kinds if k is not None])
+
+    def layer_params(self) -> list[tuple[Tensor, Tensor | None]]:
+        """(weight_t (S, in, out), bias (S, out) or None) of each Linear layer, in order."""
+        p = self.stacked._parameters
+        return [(p[w], p[b] if b is not None else None) for w, b in self._layers if w]
 
     def forward(self, x: Tensor, per_member: bool) -> Tensor:
         h = x.flatten(2) if per_member else x.flatten(1)
         p = self.stacked
-        for i, kind in enumerate(self.kinds):
+        for kind, (wname, bname) in zip(self.kinds, self._layers, strict=False):
             if kind is not None:  # activation or dropout: element-wise, parameter-free
                 h = kind(h)
                 continue
-            w, b = p[f"net__{i}__weight"], p[f"net__{i}__bias"] if f"net__{i}__bias" in p else None
-            S, out, fan_in = w.shape
+            w = p[wname]  # (S, in, out)
+            b = p[bname] if bname is not None else None
+            S, fan_in, out = w.shape
             if h.dim() == 2:  # shared input (B, in): one GEMM against all members' weights side by side
-                flat = w.reshape(S * out, fan_in).t()
+                flat = w.transpose(0, 1).reshape(fan_in, S * out)
                 h = torch.addmm(b.reshape(-1), h, flat) if b is not None else h @ flat
                 h = h.view(h.shape[0], S, out).transpose(0, 1)  # (S, B, out)
             elif b is not None:  # (S, B, in) -> (S, B, out), bias fused
-                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                h = torch.baddbmm(b.unsqueeze(1), h, w)
             else:
-                h = torch.bmm(h, w.transpose(1, 2))
+                h = torch.bmm(h, w)
         return h
 
     def member_state(self, j: int, template: nn.Module) -> dict[str, Tensor]:
         out = {}
         for name, t in self.stacked.items():
-            ref = template.get_parameter(name.replace("__", "."))
-            out[name.replace("__", ".")] = t[j][tuple(slice(0, s) for s in ref.shape)].detach()
+            if name.endswith("__weight_t"):
+                pname = name[: -len("__weight_t")].replace("__", ".") + ".weight"
+                ref = template.get_parameter(pname)
+                out[pname] = t[j][: ref.shape[1], : ref.shape[0]].t().detach()
+            else:
+                pname = name.replace("__", ".")
+                ref = template.get_parameter(pname)
+                out[pname] = t[j][: ref.shape[0]].detach()
         return out
 
 

@@ -273,6 +273,174 @@ class MemberAdam(_MemberOptimizer):
         return loss
 
 
+# -- one autograd node for the whole ensemble's training loss ---------------------------------------
+def fusable(ensemble: MemberEnsemble) -> bool:
+    """Whether :func:`fused_member_losses` can train ``ensemble``: grouped MLPs whose element-wise
+    layers are all ReLU (no dropout, no other activation)."""
+    from whylearn.models.ensemble import _MLPGroup
+
+    return ensemble.method == "grouped" and all(
+        isinstance(g, _MLPGroup) and all(k is None or type(k) is nn.ReLU for k in g.kinds) for g in ensemble.groups)
+
+
+def _group_forward(g, h: Tensor) -> tuple[list[Tensor], list, Tensor]:
+    """One grouped-MLP group's forward: (inputs of each layer, layer parameters, logits (S_g, B, C))."""
+    hs = [h]
+    layers = g.layer_params()
+    for i, (w, b) in enumerate(layers):
+        S, fan_in, out = w.shape
+        if h.dim() == 2:  # shared input (B, in): one GEMM against the group's weights side by side
+            flat = w.transpose(0, 1).reshape(fan_in, S * out)
+            z = torch.addmm(b.reshape(-1), h, flat) if b is not None else h @ flat
+            z = z.view(h.shape[0], S, out).transpose(0, 1)
+        else:
+            z = torch.baddbmm(b.unsqueeze(1), h, w) if b is not None else torch.bmm(h, w)
+        if i == len(layers) - 1:
+            return hs, layers, z
+        h = z.relu_() if z.is_contiguous() else z.relu()
+        hs.append(h)
+    raise ValueError("a group without layers")
+
+
+def _group_backward(hs: list[Tensor], layers: list, d: Tensor) -> list[Tensor]:
+    """Gradients (weight_t, bias, ... in layer order) of one group from d loss / d logits (S_g, B, C)."""
+    grads: list[Tensor] = []
+    for i in range(len(layers) - 1, -1, -1):
+        w, b = layers[i]
+        hin = hs[i]
+        if hin.dim() == 2:  # shared input: (in, B) @ (B, S*out)
+            S_g, fan_in, out = w.shape
+            dw = (hin.t() @ d.transpose(0, 1).reshape(hin.shape[0], S_g * out)).view(fan_in, S_g, out)
+            dw = dw.transpose(0, 1).contiguous()
+        else:
+            dw = torch.bmm(hin.transpose(1, 2), d)
+        if b is not None:
+            grads.append(d.sum(1))
+        grads.append(dw)
+        if i > 0:
+            d = torch.ops.aten.threshold_backward(torch.bmm(d, w.transpose(1, 2)), hin, 0)
+    return grads[::-1]
+
+
+_POOL = None
+
+
+def _run_lanes(lanes: list[list[int]] | None, n: int, fn) -> list:
+    """``fn(k)`` for k in range(n); with ``lanes`` (lists of k), each lane on its own thread (the
+    first on the calling thread). Each op then runs single-threaded on its own core: the members are
+    split across the cores instead of each small GEMM across threads."""
+    global _POOL
+    if not lanes or len(lanes) == 1:
+        return [fn(k) for k in range(n)]
+    if _POOL is None or _POOL._max_workers < len(lanes) - 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=len(lanes) - 1, thread_name_prefix="whylearn-lane")
+    out: list = [None] * n
+
+    def lane(ks):
+        for k in ks:
+            out[k] = fn(k)
+
+    futures = [_POOL.submit(lane, ks) for ks in lanes[1:]]
+    lane(lanes[0])
+    for f in futures:
+        f.result()
+    return out
+
+
+class _FusedMemberLosses(torch.autograd.Function):
+    """Forward and backward of every member of a grouped-MLP ensemble and its loss, written out
+    (one autograd node instead of about fifteen per group: the per-op bookkeeping of autograd costs
+    more than the arithmetic of a small group). The gradients are those of autograd (same products,
+    same order of the sums up to float rounding; tests/test_ensemble.py compares them)."""
+
+    @staticmethod
+    def forward(ctx, x, y, ensemble, loss_name, per_member, lanes, *params):
+        groups = ensemble.groups
+
+        def fwd(k):
+            if per_member:
+                xg = x[ensemble._slices[k]] if ensemble._slices is not None else x[ensemble._order_index(k)]
+                return _group_forward(groups[k], xg.flatten(2))
+            return _group_forward(groups[k], x.flatten(1))
+
+        results = _run_lanes(lanes, len(groups), fwd)
+        parts = [r[2] for r in results]
+        logits = parts[0] if len(parts) == 1 else torch.cat(parts)  # internal member order
+        S, B, C = logits.shape
+        yy = y.expand(S, B) if y.dim() == 1 else (y if ensemble._slices is not None else y[ensemble._order])
+        if loss_name == "cross_entropy":  # over the class axis in (S, C, B): torch's kernel for a last axis of 10 is slow
+            logp = torch.log_softmax(logits.transpose(1, 2).contiguous(), 1)
+            losses = -logp.gather(1, yy.unsqueeze(1)).squeeze(1).mean(1)
+            ctx.saved = (logp, yy)
+        else:  # mse against one-hot targets, averaged over classes
+            diff = logits - torch.nn.functional.one_hot(yy, C).to(logits.dtype)
+            losses = diff.pow(2).mean(-1).mean(-1)
+            ctx.saved = (diff, yy)
+        ctx.hs_all = [(r[0], r[1]) for r in results]
+        ctx.ensemble, ctx.loss_name, ctx.lanes = ensemble, loss_name, lanes
+        out_logits = logits if ensemble._slices is not None else logits[ensemble._inverse]
+        ctx.mark_non_differentiable(out_logits)
+        losses = losses if ensemble._slices is not None else losses[ensemble._inverse]
+        return losses, out_logits
+
+    @staticmethod
+    def backward(ctx, grad_losses, _grad_logits):
+        ensemble = ctx.ensemble
+        a, yy = ctx.saved
+        S, B = yy.shape
+        gl = grad_losses if ensemble._slices is not None else grad_losses[ensemble._order]
+        if ctx.loss_name == "cross_entropy":  # d/dz mean_b -log softmax(z)_y = (softmax - onehot) / B
+            dz = a.exp_()  # (S, C, B)
+            dz.scatter_add_(1, yy.unsqueeze(1), torch.full_like(yy, -1, dtype=dz.dtype).unsqueeze(1))
+            dz = dz.mul_((gl / B).view(S, 1, 1)).transpose(1, 2)  # (S, B, C), strided
+        else:  # d/dz mean_b mean_c (z - onehot)^2 = 2 (z - onehot) / (B C)
+            C = a.shape[-1]
+            dz = a.mul_((2 * gl / (B * C)).view(S, 1, 1))
+        starts = [0]
+        for hs, layers in ctx.hs_all:
+            starts.append(starts[-1] + layers[0][0].shape[0])
+
+        def bwd(k):
+            hs, layers = ctx.hs_all[k]
+            return _group_backward(hs, layers, dz[starts[k]: starts[k + 1]])
+
+        grads = [t for gs in _run_lanes(ctx.lanes, len(ctx.hs_all), bwd) for t in gs]
+        ctx.hs_all = ctx.saved = None
+        return (None, None, None, None, None, None, *grads)
+
+
+def plan_lanes(ensemble: MemberEnsemble, lanes: int, batch_size: int) -> list[list[int]] | None:
+    """Split the groups of ``ensemble`` into ``lanes`` lists of about equal matmul FLOPs (longest
+    first onto the least-loaded lane); None for one lane."""
+    from whylearn.models.ensemble import mlp_step_flops
+
+    if lanes <= 1:
+        return None
+    cost = []
+    for k, g in enumerate(ensemble.groups):
+        w = [lp[0] for lp in g.layer_params()]
+        widths = [w[0].shape[1], *[t.shape[2] for t in w]]
+        cost.append((w[0].shape[0] * mlp_step_flops(widths, batch_size) + 2e6, k))  # + a fixed cost per group
+    load = [[0.0, []] for _ in range(lanes)]
+    for c, k in sorted(cost, reverse=True):
+        lane = min(load, key=lambda x: x[0])
+        lane[0] += c
+        lane[1].append(k)
+    return [sorted(ks) for _, ks in load if ks]
+
+
+def fused_member_losses(ensemble: MemberEnsemble, x: Tensor, y: Tensor, loss_name: str, per_member: bool,
+                        lanes: list[list[int]] | None = None) -> tuple[Tensor, Tensor]:
+    """Per-member training losses (S,), differentiable w.r.t. every stacked parameter, and the
+    logits (S, B, C) (not differentiable), of a :func:`fusable` ensemble on a batch ``x`` (B, ...) or
+    (S, B, ...) with ``per_member``, targets (B,) or (S, B). ``lanes``: groups per thread
+    (:func:`plan_lanes`), forward and backward."""
+    params = [t for g in ensemble.groups for w, b in g.layer_params() for t in ((w, b) if b is not None else (w,))]
+    return _FusedMemberLosses.apply(x, y, ensemble, loss_name, per_member, lanes, *params)
+
+
 MEMBER_OPTIMIZERS = {torch.optim.SGD: (MemberSGD, {}), torch.optim.Adam: (MemberAdam, {"decoupled": False}),
                      torch.optim.AdamW: (MemberAdam, {"decoupled": True})}
 # schedulers that multiply the base rate by a factor: member i's rate stays lr_i x factor(t), as alone
@@ -305,6 +473,11 @@ class EnsembleClassificationTask(SplitEval, FastTask):
         loss, scheduler, scheduler_interval, log_every_n_steps: as for ClassificationTask.
         gradient_clip_val: not supported (a global norm would couple the members).
         method: ``auto``, ``grouped`` (MLP) or ``vmap`` (see :class:`~whylearn.models.ensemble.MemberEnsemble`).
+        fused: train grouped ReLU MLPs through :func:`fused_member_losses` (one autograd node for the
+            whole ensemble) where possible; False: plain autograd through the model's forward.
+        lanes: split the groups over this many threads, each running its ops single-threaded
+            (:func:`plan_lanes`): with ``threads=1``, the way to use several cores for an ensemble of
+            small networks (intra-op threads split each small GEMM instead; see docs/benchmarks.md).
 
     Raises:
         ValueError: unknown loss, gradient clipping requested, a bad grid or seeds, ``model.*`` axes
@@ -318,7 +491,8 @@ class EnsembleClassificationTask(SplitEval, FastTask):
                  log_every_n_steps: int = 50, gradient_clip_val: float | None = None, method: str = "auto",
                  grid: Mapping | None = None, data_order: str = "shared", layout: str = "auto",
                  buckets: Sequence[int] | None = None, model_factory: Callable[..., nn.Module] | None = None,
-                 batch_size: int | None = None, curve_x: str | None = None) -> None:
+                 batch_size: int | None = None, curve_x: str | None = None, fused: bool = True,
+                 lanes: int = 1) -> None:
         super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, None)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; allowed: {list(LOSSES)}")
@@ -338,6 +512,13 @@ class EnsembleClassificationTask(SplitEval, FastTask):
         nets = self._build_members(model, model_factory)
         self.member_params = [sum(p.numel() for p in n.parameters()) for n in nets]
         self.model = MemberEnsemble(nets, layout=layout, method=method, batch_size=batch_size or 100, buckets=buckets)
+        self.fused = bool(fused) and fusable(self.model)
+        if int(lanes) < 1:
+            raise ValueError(f"ensemble.lanes must be >= 1, got {lanes}")
+        if int(lanes) > 1 and not self.fused:
+            raise ValueError(f"ensemble.lanes={lanes} needs the fused training path (grouped ReLU MLPs, task.fused=true)")
+        self.lanes = int(lanes)
+        self._lanes = plan_lanes(self.model, self.lanes, batch_size or 100)
         self._optimizer_settings = self._member_optimizer_settings(optimizer)
         self._member_labels: Tensor | None = None  # (S, N) training labels when they differ per member
         self._per_member_input = any("data.order_seed" in m for m in self.members) and \
@@ -390,6 +571,14 @@ class EnsembleClassificationTask(SplitEval, FastTask):
                              f"({', '.join(MULTIPLICATIVE_SCHEDULERS)}), not {type(sched).__name__}")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": self.scheduler_interval}}
 
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.lanes > 1 and torch.get_num_threads() > 1:
+            import warnings
+
+            warnings.warn(f"ensemble.lanes={self.lanes} with {torch.get_num_threads()} intra-op threads runs up to "
+                          f"{self.lanes * torch.get_num_threads()} threads at once; set threads=1", stacklevel=2)
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None or not hasattr(dm, "noisy_train_labels"):
@@ -419,8 +608,12 @@ class EnsembleClassificationTask(SplitEval, FastTask):
 
     # -- training ---------------------------------------------------------------------------
     def step_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Any]:
-        logits = self.model(x, per_member=self._per_member_input)
-        per_member = member_losses(self.loss_name, logits, y).mean(1)  # (S,)
+        if self.fused:
+            per_member, logits = fused_member_losses(self.model, x, y, self.loss_name, self._per_member_input,
+                                                     self._lanes)
+        else:
+            logits = self.model(x, per_member=self._per_member_input)
+            per_member = member_losses(self.loss_name, logits, y).mean(1)  # (S,)
         total, mean = per_member.sum(), per_member.mean()
         # gradient of the sum (each member gets its own gradient), value of the mean (what is logged)
         loss = total - total.detach() + mean.detach()
