@@ -399,7 +399,7 @@ class _FusedMemberLosses(torch.autograd.Function):
             C = a.shape[-1]
             dz = a.mul_((2 * gl / (B * C)).view(S, 1, 1))
         starts = [0]
-        for hs, layers in ctx.hs_all:
+        for _hs, layers in ctx.hs_all:
             starts.append(starts[-1] + layers[0][0].shape[0])
 
         def bwd(k):
