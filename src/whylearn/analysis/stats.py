@@ -107,7 +107,8 @@ def describe_double_descent(xs: Sequence[float], train_err: Sequence[float], tes
       the largest model);
     - ``largest_x``, ``largest``: the largest model's test error;
     - ``second_minus_first``: second_min - first_min (< 0: the second descent goes below the first
-      minimum); ``peak_minus_first``: the height of the bump.
+      minimum); ``peak_minus_first``: the height of the bump; ``peak_over_threshold``: peak_x /
+      threshold_x (1: the peak sits at the interpolation threshold).
 
     Raises:
         ValueError: sequences of different lengths, or xs not strictly ascending.
@@ -139,4 +140,5 @@ def describe_double_descent(xs: Sequence[float], train_err: Sequence[float], tes
                 "second_min": test_err[second] if second is not None else None})
     out["second_minus_first"] = (test_err[second] - test_err[first]) if second is not None and first is not None else None
     out["peak_minus_first"] = (test_err[peak] - test_err[first]) if first is not None else None
+    out["peak_over_threshold"] = xs[peak] / xs[threshold] if threshold is not None and xs[threshold] else None
     return out
