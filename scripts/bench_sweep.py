@@ -18,6 +18,7 @@ FLOP/s (forward, weight and input gradients of every member at its own width; pa
 and its fraction of the peak, and the projected wall time of the full protocol (``--epochs`` epochs).
 
     python scripts/bench_sweep.py --steps 400 --seq-steps 320 --json bench_sweep.json
+    python scripts/bench_sweep.py --ablation      # one thread, CPU time: the training paths side by side
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import threading
 import time
 import warnings
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -38,7 +40,7 @@ from lightning.pytorch.callbacks import Callback
 
 from whylearn.data import MNIST1DDataModule
 from whylearn.models import MLP
-from whylearn.models.ensemble import mlp_step_flops
+from whylearn.models.ensemble import GEMM_FLOPS_PER_S, GROUP_OVERHEAD_S, mlp_step_flops
 from whylearn.tasks import ClassificationTask, EnsembleClassificationTask
 
 NOTEBOOK_WIDTHS = [2, 4, 6, 8, 10, 14, 18, 22, 26, 30, 35, 40, 45, 50, 55, 60, 70, 80, 90, 100, 120, 140, 160, 180,
@@ -128,6 +130,82 @@ def vectorized(widths, seeds, steps, threads, lanes, layout):
             "seed_steps_per_s": task.num_members / wall, "matmul_flop_per_s": flops / wall}
 
 
+def ablation(widths, seeds, steps: int, rounds: int) -> list[dict]:
+    """CPU time per step (one thread, a plain loop: model, loss, backward, SGD) of the ways to train the
+    grid, side by side in rounds; and the cost model's two constants measured (models/ensemble.py)."""
+    import torch.nn.functional as F
+
+    from whylearn.models.ensemble import MemberEnsemble
+    from whylearn.tasks.ensemble import fused_member_losses
+
+    torch.set_num_threads(1)
+    members = []
+    for w in widths:
+        for s in seeds:
+            torch.manual_seed(s)
+            members.append(model(w))
+    S, B = len(members), 100
+    x, y = torch.randn(S, B, 40), torch.randint(0, 10, (S, B))
+
+    def loop(ens, fused, sgd_fused):
+        opt = torch.optim.SGD(ens.parameters(), lr=0.01, momentum=0.9, fused=sgd_fused)
+
+        def step():
+            if fused:
+                loss = fused_member_losses(ens, x, y, "cross_entropy", True)[0].sum()
+            else:
+                out = ens(x, per_member=True)
+                loss = F.cross_entropy(out.reshape(-1, 10), y.reshape(-1), reduction="none").view(S, B).mean(1).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    exact, auto = MemberEnsemble(members, layout="exact"), MemberEnsemble(members, layout="auto")
+    variants = {"autograd, exact groups, foreach SGD": loop(exact, False, False),
+                "autograd, auto layout, fused SGD": loop(auto, False, True),
+                "one node (fused loss), exact groups, fused SGD": loop(exact, True, True),
+                "one node (fused loss), auto layout, fused SGD": loop(auto, True, True)}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for f in variants.values():
+        f()
+    for _ in range(rounds):
+        for k, f in variants.items():
+            c0 = time.process_time()
+            for _ in range(steps):
+                f()
+            times[k].append((time.process_time() - c0) / steps)
+    flops = len(seeds) * sum(mlp_step_flops([40, w, w, 10], B) for w in widths)
+    rows = [{"variant": k, "groups": len((exact if "exact" in k else auto).groups),
+             "cpu_ms_per_step": 1e3 * sorted(v)[len(v) // 2], "matmul_gflop_per_cpu_s": flops / sorted(v)[len(v) // 2] / 1e9}
+            for k, v in times.items()]
+    # the cost model's constants: the marginal cost of a group of tiny members, and a wide group's rate
+    tiny = MemberEnsemble([model(2 + g) for g in range(28) for _ in seeds], layout="exact")
+    one = MemberEnsemble([model(2) for _ in seeds], layout="exact")
+    wide = MemberEnsemble([model(400) for _ in seeds], layout="exact")
+
+    def per_step(ens, n=steps):
+        xs, ys = torch.randn(ens.num_members, B, 40), torch.randint(0, 10, (ens.num_members, B))
+        opt = torch.optim.SGD(ens.parameters(), lr=0.01, momentum=0.9, fused=True)
+
+        def step():
+            loss = fused_member_losses(ens, xs, ys, "cross_entropy", True)[0].sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        step()
+        c0 = time.process_time()
+        for _ in range(n):
+            step()
+        return (time.process_time() - c0) / n
+
+    overhead = (per_step(tiny) - per_step(one)) / 27
+    rate = len(seeds) * mlp_step_flops([40, 400, 400, 10], B) / per_step(wide)
+    rows.append({"variant": "cost model", "group_overhead_s": overhead, "gemm_flop_per_s": rate,
+                 "overhead_x_rate_mflop": overhead * rate / 1e6})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--widths", type=int, nargs="+", default=NOTEBOOK_WIDTHS)
@@ -140,8 +218,24 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1000, help="for the projected full-protocol time")
     ap.add_argument("--gemm-n", type=int, default=1024)
     ap.add_argument("--no-sequential", action="store_true")
+    ap.add_argument("--ablation", action="store_true", help="only the one-thread CPU-time comparison of the "
+                    "training paths and the layout cost model's constants")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the ablation")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.ablation:
+        rows = ablation(args.widths, list(range(args.seeds)), min(args.steps, 30), args.rounds)
+        print("| training path (1 thread, plain loop) | groups | CPU ms / step (median) | matmul GFLOP per CPU second |")
+        print("| --- | --- | --- | --- |")
+        for r in rows[:-1]:
+            print(f"| {r['variant']} | {r['groups']} | {r['cpu_ms_per_step']:.2f} | {r['matmul_gflop_per_cpu_s']:.1f} |")
+        c = rows[-1]
+        print(f"cost model: {c['group_overhead_s'] * 1e6:.0f} us per extra group, wide-group rate "
+              f"{c['gemm_flop_per_s'] / 1e9:.0f} GFLOP/s: one group costs as much as {c['overhead_x_rate_mflop']:.1f} MFLOP "
+              f"(models/ensemble.py uses {GROUP_OVERHEAD_S * GEMM_FLOPS_PER_S / 1e6:.1f})")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     seeds = list(range(args.seeds))

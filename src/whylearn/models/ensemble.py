@@ -33,11 +33,12 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 # Cost model of one training step of a padded MLP group, for the layout planner: a fixed cost per
-# group (Python, kernel launches, autograd, optimizer bookkeeping; about 20 tensor ops) and the
-# group's matmul FLOPs at the machine's small-batched-GEMM rate. Measured on the development machine
-# (2-core Xeon, torch 2.13 CPU, one thread; scripts/bench_sweep.py --layouts): see docs/benchmarks.md.
-GROUP_OVERHEAD_S = 4.0e-4
-GEMM_FLOPS_PER_S = 4.0e10
+# group (dispatch of its ~25 tensor ops, forward and backward, and its optimizer bookkeeping) and the
+# group's matmul FLOPs at a wide group's rate. Only their product matters (one group costs as much as
+# 16 MFLOP of padding); measured on the development machine (Xeon, AVX-512, torch 2.13 CPU, one
+# thread, CPU time): 205 us and 81 GFLOP/s, `python scripts/bench_sweep.py --ablation`, docs/benchmarks.md.
+GROUP_OVERHEAD_S = 2.0e-4
+GEMM_FLOPS_PER_S = 8.0e10
 
 
 def reinitialize(model: nn.Module, seed: int) -> nn.Module:
