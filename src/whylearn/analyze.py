@@ -2,6 +2,7 @@
 
     whylearn-analyze sweep outputs/double_descent_mnist1d_cpu/multiruns/<date> --x params
     whylearn-analyze sweep outputs/random_labels/multiruns/<date> --curve train/loss --x data.corruption
+    whylearn-analyze fidelity outputs          (published beside measured over every run: whylearn.fidelity)
 
 ``sweep`` reads every job's ``summary.json`` (and the overrides Hydra recorded in
 ``.hydra/overrides.yaml``) into one table, ``sweep.csv`` and ``sweep.md``; a vectorized ensemble
@@ -39,6 +40,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from whylearn import fidelity  # noqa: E402
 from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 MAIN_KEYS = ("params", "train/err", "val/err", "test/err", "train/loss", "test/loss", "steps", "status")
@@ -534,7 +536,10 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("--resamples", type=int, default=10_000)
     cp.add_argument("--seed", type=int, default=0, help="of the bootstrap")
     cp.add_argument("--out", default=None)
+    fidelity.add_parser(sub)
     args = ap.parse_args(argv)
+    if args.command == "fidelity":
+        return fidelity.main(args)
     try:
         if args.command == "stats":
             res = stats_table(args.root, args.metric, args.by, args.confidence, args.out, not args.linear_x)
