@@ -387,6 +387,9 @@ def test_reduced_double_descent_members_equal_whylearn_train_single_runs(reduced
     assert summary["test/acc/width40_seed1"] == m["test/acc"]
     assert summary["double_descent/x"] == "model.width" and summary["double_descent/largest_x"] == 40
     assert summary["label_noise_mode"] == "uniform" and summary["train_size"] == summary["test_size"] == 4000
+    ref = {r["quantity"]: r for r in summary["reference"]}  # the experiment's published landmarks, evaluated
+    assert ref["double_descent/first_min"]["measured"] == summary["double_descent/first_min"]
+    assert ref["double_descent/first_min"]["verdict"] in ("pass", "fail") and "Fig. 8.10b" in ref["double_descent/peak"]["source"]
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["members"] == json.loads(json.dumps(summary["members"]))
 
