@@ -100,11 +100,20 @@ def load_sweep(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
         job_keys.update(overrides)
         members = summary.get("members")
         if isinstance(members, list) and members and all(isinstance(m, dict) and "label" in m for m in members):
-            shared = {k: v for k, v in summary.items() if _scalar(v) and not k.startswith(_MEMBER_PREFIXES)}
+            labels = {m["label"] for m in members}
+            own: dict[str, dict[str, Any]] = {lab: {} for lab in labels}  # "<key>/<label>": a member's own measurement
+            for k, v in summary.items():
+                key, _, lab = k.rpartition("/")
+                if lab in labels and key and _scalar(v):
+                    own[lab][key] = v
+            per_member = {k for row in own.values() for k in row}
+            shared = {k: v for k, v in summary.items() if _scalar(v) and not k.startswith(_MEMBER_PREFIXES)
+                      and k.rpartition("/")[2] not in labels and k not in per_member
+                      and not (k.endswith("_std") and k[:-4] in per_member)}
             for m in members:
                 settings = m.get("settings", {})
                 job_keys.update(settings)
-                metrics = {k: v for k, v in m.items() if k not in ("label", "settings") and _scalar(v)}
+                metrics = {**own[m["label"]], **{k: v for k, v in m.items() if k not in ("label", "settings") and _scalar(v)}}
                 rows.append(_with_errors({"job": f"{job.name}/{m['label']}", **overrides, **shared, **settings, **metrics,
                                           "_loss": _loss_name(job), "_dir": str(job), "_member": m["label"]}))
             continue
