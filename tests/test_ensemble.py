@@ -427,3 +427,16 @@ def test_full_notebook_protocol_shows_double_descent(tmp_path):
     assert s["double_descent/threshold_x"] is not None
     assert s["double_descent/peak_minus_first"] > 0.03  # a bump at the threshold
     assert s["double_descent/second_min"] < s["double_descent/peak"] - 0.03  # and a second descent
+
+
+def test_members_reach_wandb_as_keys_and_a_table(tmp_path):
+    from whylearn.train import run
+
+    s = run(compose(["experiment=double_descent_mnist1d", "ensemble.grid.model.width=[4,8]", "ensemble.grid.seed=[0]",
+                     "trainer.max_steps=3", "threads=1", "logger=wandb"], tmp_path))
+    tables = list(Path(s["run_dir"]).rglob("members_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][:3] == ["label", "model.width", "seed"] and [r[0] for r in table["data"]] == ["width4_seed0",
+                                                                                                       "width8_seed0"]
+    assert table["data"][1][table["columns"].index("test/acc")] == pytest.approx(s["test/acc/width8_seed0"])
