@@ -449,16 +449,19 @@ def stats_table(root: str | Path, metrics: list[str], by: list[str] | None = Non
         ys = [c["mean"] for _, c in pts]
         err = [c["half_width"] or 0.0 for _, c in pts]
         ax.errorbar(xs, ys, yerr=err, fmt="o-" if numeric else "o", capsize=3, ms=4, label=f"mean ± {pct} CI")
-        for (e, _), xv in zip(pts, xs, strict=False):  # the runs themselves
+        log = numeric and logx and all(v > 0 for v in xs)
+        span = (max(xs) - min(xs)) if xs else 1.0
+        for (e, _), xv in zip(pts, xs, strict=False):  # the runs themselves, just right of their group's bar
             vals = _values([r for r in rows if all(r.get(k) == e[k] for k in by)], metric)
-            ax.plot([xv] * len(vals), vals, ".", color="gray", alpha=0.5, ms=3)
-        if numeric and logx and all(v > 0 for v in xs):
+            shifted = xv * 1.06 if log else xv + 0.012 * (span or 1.0)
+            ax.plot([shifted] * len(vals), vals, ".", color="gray", alpha=0.7, ms=4)
+        if log:
             ax.set_xscale("log")
         if not numeric:
             ax.set_xticks(xs, [", ".join(str(e[k]) for k in by) for e, _ in pts], rotation=30, fontsize=7)
         ax.set_xlabel(", ".join(by) or "all runs")
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric}: mean and {pct} confidence interval per group (dots: runs)")
+        ax.set_title(f"{metric}: mean ± {pct} confidence interval per group; dots: the runs", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         figures.append(str(save_figure(fig, out / f"stats_{metric.replace('/', '-')}_by_{'_'.join(by) or 'all'}.png",
