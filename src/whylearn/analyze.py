@@ -417,6 +417,10 @@ def stats_table(root: str | Path, metrics: list[str], by: list[str] | None = Non
     out = Path(out) if out is not None else Path(root)
     out.mkdir(parents=True, exist_ok=True)
     groups = aggregate(rows, by, [])
+    try:  # numeric (or otherwise ordered) settings in order, not in the order the runs were found
+        groups.sort(key=lambda g: tuple(g.get(k) for k in by))
+    except TypeError:
+        pass
     table = []
     for g in groups:
         entry = {k: g.get(k) for k in by}
