@@ -57,6 +57,7 @@ AXES = {
     "data.order_seed": ([11, 12], lambda v: ({}, {}, {}, {"order_seed": v})),
     "data.label_noise_seed": ([5, 6], lambda v: ({}, {}, {}, {"label_noise_seed": v})),
     "data.label_noise": ([0.0, 0.3], lambda v: ({}, {}, {}, {"label_noise": v})),
+    "data.label_noise_mode": (["other", "uniform"], lambda v: ({}, {}, {}, {"label_noise_mode": v})),
 }
 
 
