@@ -559,7 +559,9 @@ class EnsembleClassificationTask(SplitEval, FastTask):
             return super().configure_optimizers()
         func, kwargs = self.optimizer_factory.func, dict(self.optimizer_factory.keywords)
         cls, extra = MEMBER_OPTIMIZERS[func]
-        for key in ("foreach", "fused", "maximize", "capturable", "differentiable", "amsgrad"):
+        for key in ("foreach", "fused"):  # implementations of the same update: MemberSGD/MemberAdam are their own
+            kwargs.pop(key, None)
+        for key in ("maximize", "capturable", "differentiable", "amsgrad"):
             if kwargs.pop(key, None):
                 raise ValueError(f"per-member optimizer hyperparameters do not support {key}=True")
         opt = cls(self.model.param_members(), self._optimizer_settings, **kwargs, **extra)
