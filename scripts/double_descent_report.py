@@ -83,7 +83,7 @@ def figure(points: list[dict], d: dict, path: Path) -> Path:
             ax.plot(bw, be, "kx", ms=8, mew=2, label="UDL Fig. 8.10b test error (first min, peak, width 400)")
         ax.set_xlabel(label)
         ax.set_ylabel("error")
-        ax.set_ylim(0, 0.8)
+        ax.set_ylim(0, min(1.0, max(mean_ci(p["test"])["mean"] for p in points) + 0.05))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Double descent, UDL notebook 8.3's protocol: MNIST-1D, 4000 training examples, 15% label noise")
