@@ -90,7 +90,7 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
 
     from whylearn import build, jobs
     from whylearn.analysis.figures import plot_run
-    from whylearn.loggers import finish_wandb, log_images
+    from whylearn.loggers import finish_wandb, log_images, log_members
     from whylearn.tasks.base import flush_logs, get_history
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -178,6 +178,7 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
         if hasattr(lg, "save"):
             lg.save()
     log_images(loggers, {f"figures/{p.stem}": p for p in figures})
+    log_members(loggers, summary.get("members") or [])  # an ensemble run: one row per member
     finish_wandb(loggers, summary)
     _report(cfg, out, summary, loggers)
     return summary
