@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -139,16 +140,28 @@ def build_loggers(cfg: DictConfig, run_dir: Path | None = None) -> list:
     """The configured loggers, plus a CSV logger in the run directory if none was configured (always on).
 
     A W&B logger whose ``id`` is null gets the job's deterministic id (:func:`whylearn.identity.wandb_run_id`
-    of ``run_dir``) with ``resume="allow"``, so a requeued or resumed run continues the same W&B run.
+    of ``run_dir``; a W&B agent's ``WANDB_RUN_ID`` wins) with ``resume="allow"``, so a requeued or resumed
+    run continues the same W&B run. Its ``name``, ``group``, ``job_type`` and ``tags`` left ``auto`` come
+    from :func:`whylearn.loggers.wandb_identity` (the experiment, the job's overrides, the sweep).
     """
     from lightning.pytorch.loggers import CSVLogger
 
     from whylearn.identity import wandb_run_id
+    from whylearn.loggers import wandb_identity
 
     def make(c: DictConfig):
-        if run_dir is not None and str(c.get("_target_", "")).endswith("wandb_logger") and c.get("id") is None:
-            return instantiate(c, id=wandb_run_id(run_dir), resume="allow")
-        return instantiate(c)
+        if not str(c.get("_target_", "")).endswith("wandb_logger"):
+            return instantiate(c)
+        extra: dict[str, Any] = {}
+        if run_dir is not None and c.get("id") is None:
+            extra = {"id": os.environ.get("WANDB_RUN_ID") or wandb_run_id(run_dir), "resume": "allow"}
+        identity = wandb_identity(cfg)
+        for key in ("name", "group", "job_type"):
+            if c.get(key, "auto") in ("auto", None):
+                extra[key] = identity[key]
+        if c.get("tags", "auto") in ("auto", None):
+            extra["tags"] = identity["tags"]
+        return instantiate(c, **extra)
 
     loggers = [make(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
     if not any(isinstance(lg, CSVLogger) for lg in loggers):
@@ -157,11 +170,19 @@ def build_loggers(cfg: DictConfig, run_dir: Path | None = None) -> list:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
+    """The configured ``Trainer``, with :class:`whylearn.callbacks.WandbRunSync` when a W&B logger is among
+    ``loggers`` and :class:`whylearn.callbacks.WandbWatch` where it has ``watch`` set."""
+    from whylearn.callbacks import WandbRunSync, WandbWatch
+    from whylearn.jobs import lightning_cluster_plugins
+    from whylearn.loggers import WandbRunLogger
+
     progress = cfg.get("progress", "auto")
     if progress == "auto":
         progress = "rich" if sys.stdout.isatty() else "lines"
-    from whylearn.jobs import lightning_cluster_plugins
-
+    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbRunLogger)]
+    if wandb_loggers and not any(isinstance(c, WandbRunSync) for c in callbacks):
+        callbacks = [*callbacks, WandbRunSync()]
+    callbacks += [WandbWatch(lg, lg.watch_mode, lg.watch_log_freq) for lg in wandb_loggers if lg.watch_mode]
     extra = {"plugins": plugins} if (plugins := lightning_cluster_plugins(cfg.trainer)) else {}
     return instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=cfg.paths.output_dir,

@@ -8,7 +8,8 @@ from whylearn.callbacks.noise import GradientNoise
 from whylearn.callbacks.norms import GradNorms, WeightNorms
 from whylearn.callbacks.progress import LogLines
 from whylearn.callbacks.sharpness import Sharpness
+from whylearn.callbacks.wandb_run import WandbRunSync, WandbWatch
 
 __all__ = ["DecisionBoundary", "GeneralizationGap", "GradNorms", "WeightNorms", "LogLines", "Sharpness", "LossLandscape",
            "LinearRegions", "TimeToFit", "GradientNoise"]
-__all__ += ["AttentionMaps", "CurveFigure"]
+__all__ += ["AttentionMaps", "CurveFigure", "WandbRunSync", "WandbWatch"]
