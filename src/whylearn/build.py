@@ -118,21 +118,36 @@ def data_parallel_size(cfg: DictConfig) -> int:
     return int(devices) * int(nodes) if isinstance(devices, int) else 1
 
 
-def build_callbacks(cfg: DictConfig) -> list:
-    from whylearn.callbacks import LogLines
+PROGRESS_CHOICES = ("auto", "rich", "tqdm", "lines", "none")
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+
+def progress_kind(cfg: DictConfig) -> str:
+    """``cfg.progress`` with ``auto`` decided: ``rich`` in a terminal, ``lines`` otherwise.
+
+    Raises:
+        ValueError: an unknown value, naming it and the allowed ones.
+    """
     progress = cfg.get("progress", "auto")
+    if progress not in PROGRESS_CHOICES:
+        raise ValueError(f"unknown progress {progress!r}; allowed: {list(PROGRESS_CHOICES)}")
     if progress == "auto":
         progress = "rich" if sys.stdout.isatty() else "lines"
-    if progress == "rich":
-        from lightning.pytorch.callbacks import RichProgressBar
+    return progress
 
-        callbacks.append(RichProgressBar())
+
+def build_callbacks(cfg: DictConfig) -> list:
+    """The configured callbacks, then the progress display (:mod:`whylearn.callbacks.progress`): a rich or
+    tqdm bar counting optimizer steps, or plain log lines; ``progress=none`` shows nothing."""
+    from whylearn.callbacks import LogLines, StepProgressBar, StepTQDMProgressBar
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+    progress = progress_kind(cfg)
+    if progress == "rich":
+        callbacks.append(StepProgressBar())
+    elif progress == "tqdm":
+        callbacks.append(StepTQDMProgressBar())
     elif progress == "lines":
         callbacks.append(LogLines())
-    elif progress not in ("tqdm", "none"):
-        raise ValueError(f"unknown progress {progress!r}; allowed: ['auto', 'rich', 'tqdm', 'lines', 'none']")
     return callbacks
 
 
@@ -170,15 +185,13 @@ def build_loggers(cfg: DictConfig, run_dir: Path | None = None) -> list:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
-    """The configured ``Trainer``, with :class:`whylearn.callbacks.WandbRunSync` when a W&B logger is among
-    ``loggers`` and :class:`whylearn.callbacks.WandbWatch` where it has ``watch`` set."""
+    """The configured ``Trainer``, showing progress only through whylearn's step-counting bars
+    (Lightning's own bar is off otherwise), with :class:`whylearn.callbacks.WandbRunSync` when a
+    W&B logger is among ``loggers`` and :class:`whylearn.callbacks.WandbWatch` where it has ``watch`` set."""
     from whylearn.callbacks import WandbRunSync, WandbWatch
     from whylearn.jobs import lightning_cluster_plugins
     from whylearn.loggers import WandbRunLogger
 
-    progress = cfg.get("progress", "auto")
-    if progress == "auto":
-        progress = "rich" if sys.stdout.isatty() else "lines"
     wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbRunLogger)]
     if wandb_loggers and not any(isinstance(c, WandbRunSync) for c in callbacks):
         callbacks = [*callbacks, WandbRunSync()]
@@ -186,7 +199,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     extra = {"plugins": plugins} if (plugins := lightning_cluster_plugins(cfg.trainer)) else {}
     return instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=cfg.paths.output_dir,
-        enable_progress_bar=progress in ("rich", "tqdm"), **extra,
+        enable_progress_bar=progress_kind(cfg) in ("rich", "tqdm"), **extra,
     )
 
 
