@@ -167,12 +167,15 @@ def _wandb_run_logger_class() -> type:
                         step = row.get("trainer/global_step")
                         if step is None:
                             continue
-                        held.setdefault(int(step), set()).update(k for k in row if k not in _BOOKKEEPING)
+                        keys = held.setdefault(int(step), set())
+                        for k in row:  # a histogram or image is stored as <key>/_type, <key>/values, ...
+                            if k not in _BOOKKEEPING:
+                                keys.add(k[: -len("/_type")] if k.endswith("/_type") else k)
                 if files:
                     self._next_step = last_wb_step + 1
                     interned: dict[frozenset, frozenset] = {}
                     self._earlier = {s: interned.setdefault(frozenset(k), frozenset(k)) for s, k in held.items()}
-                    self._earlier_last = max(held) if held else None
+                    self._earlier_last = max(held) if held else -1  # -1: the earlier segments hold no row
                     log.info("W&B run %s: %d earlier offline segment(s) in %s hold optimizer steps up to %s; "
                              "this segment continues their rows", run.id, len(files), here.parent, self._earlier_last)
             elif getattr(run, "resumed", False):
@@ -188,7 +191,7 @@ def _wandb_run_logger_class() -> type:
             value), ...]}``, the checkpoint's) up to ``step`` that the run lacks are sent now.
             """
             self.experiment  # noqa: B018 - start the run and read the earlier segments
-            if step <= 0 or self._earlier_last is None:
+            if step <= 0 or self._earlier_last is None:  # fresh training, or no earlier segment known
                 self._held, self._held_last = None, None
                 return
             self.resumed_from = int(step)
