@@ -61,39 +61,51 @@ def test_early_stopping_sees_each_validations_val_loss(tmp_path, every):
     assert best < len(val) - 1  # (lr 0.3 overfits: the best validation is not the last one)
 
 
-def _train(tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
+@pytest.fixture(scope="module")
+def options_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One whylearn-train process with the three options that only a real command line shows: the model
+    summary, debug=profiler, colored job logging."""
+    tmp = tmp_path_factory.mktemp("options")
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     env.update(PYTHONPATH=str(ROOT / "src"), WANDB_MODE="offline")
-    res = subprocess.run([sys.executable, "-m", "whylearn.train", *SMALL, "trainer.max_epochs=3", *overrides],
-                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    res = subprocess.run([sys.executable, "-m", "whylearn.train", *SMALL, "trainer.max_epochs=3",
+                          "callbacks=[default,model_summary]", "debug=profiler",
+                          "hydra/job_logging=colorlog", "hydra/hydra_logging=colorlog"],
+                         capture_output=True, text=True, cwd=tmp, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    (run_dir,) = (tmp_path / "outputs" / "mnist1d_mlp" / "runs").iterdir()
+    (run_dir,) = (tmp / "outputs" / "mnist1d_mlp" / "runs").iterdir()
     return res, run_dir
 
 
-def test_model_summary_option_prints_the_parameter_counts(tmp_path):
-    res, run_dir = _train(tmp_path, "callbacks=[default,model_summary]")
+def test_model_summary_option_prints_the_parameter_counts(options_run):
+    res, run_dir = options_run
     params = json.loads((run_dir / "summary.json").read_text())["params"]
     assert params == 40 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10
     assert re.search(r"│ 1 │ model\.net\s+│ Sequential\s+│ 15\.2 K", res.stdout)  # one row per module, depth 2
     assert re.search(r"Total params: 15\.2 K", res.stdout)
 
 
-@pytest.mark.parametrize("profiler", ["SimpleProfiler", "AdvancedProfiler"])
-def test_debug_profiler_writes_its_report_into_the_run_folder(tmp_path, profiler):
-    _, run_dir = _train(tmp_path, "debug=profiler", f"trainer.profiler._target_=lightning.pytorch.profilers.{profiler}")
+def test_debug_profiler_writes_its_report_into_the_run_folder(options_run):
+    _, run_dir = options_run
     report = (run_dir / "fit-profile.txt").read_text()
-    assert report.startswith("FIT Profiler Report")
-    if profiler == "SimpleProfiler":  # 3 epochs of one chunk: run_training_batch is timed 3 times
-        assert re.search(r"\|\s+run_training_batch\s+\|\s+[\d.e-]+\s+\|\s+3\s+\|", report)
-    else:  # cProfile statistics per action
-        assert "Profile stats for: run_training_batch" in report and "ncalls" in report
+    assert report.startswith("FIT Profiler Report")  # SimpleProfiler: 3 epochs of one chunk, 3 training batches
+    assert re.search(r"\|\s+run_training_batch\s+\|\s+[\d.e-]+\s+\|\s+3\s+\|", report)
     assert (run_dir / "test-profile.txt").is_file()
 
 
-def test_colorlog_job_logging_colors_the_console_and_writes_a_plain_log_in_the_run_folder(tmp_path):
-    res, run_dir = _train(tmp_path, "hydra/job_logging=colorlog", "hydra/hydra_logging=colorlog")
+def test_debug_profiler_takes_the_advanced_profiler(tmp_path):
+    from whylearn.train import run
+
+    cfg = compose(SMALL + ["trainer.max_epochs=2", "debug=profiler",
+                           "trainer.profiler._target_=lightning.pytorch.profilers.AdvancedProfiler"], tmp_path)
+    run(cfg)
+    report = (Path(cfg.paths.output_dir) / "fit-profile.txt").read_text()
+    assert "Profile stats for: run_training_batch" in report and "ncalls" in report  # cProfile per action
+
+
+def test_colorlog_job_logging_colors_the_console_and_writes_a_plain_log_in_the_run_folder(options_run):
+    res, run_dir = options_run
     assert re.search(r"\[\x1b\[32mINFO\x1b\[0m\] - run directory: ", res.stdout)  # INFO in green
     log = (run_dir / "train.log").read_text()
     assert "[whylearn][INFO] - run directory: " in log and "\x1b[" not in log
-    assert not (tmp_path / "train.log").exists()  # not in the launching directory (the plugin's own config)
+    assert not (run_dir.parents[3] / "train.log").exists()  # not in the launching directory (the plugin's own config)

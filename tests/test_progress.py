@@ -73,27 +73,16 @@ def _one_run_dir(root: Path) -> Path:
     return run_dir
 
 
-@pytest.mark.parametrize("progress", ["auto", "tqdm"])
-def test_bar_in_a_terminal_counts_optimizer_steps_and_shows_loss_and_accuracy(tmp_path, progress):
-    whylearn_train = str(Path(sys.executable).parent / "whylearn-train")
-    rc, lines = run_in_pty([whylearn_train, *RUN, f"progress={progress}"], tmp_path)
-    assert rc == 0, "\n".join(lines[-30:])
-    run_dir = _one_run_dir(tmp_path)
+def _check_bar(lines: list[str], run_dir: Path, *, final: str, rate: str, sep: str) -> None:
+    """The training bar's refreshes (``lines``): counts in optimizer steps up to ``final``, a positive
+    ``rate``, the logged values (``<key><sep><value>``, ``@<step>`` when older than the current step)."""
     summary = json.loads((run_dir / "summary.json").read_text())
-    steps = summary["steps"]
-    assert steps == 450
+    assert summary["steps"] == 450
     bars = [line for line in lines if line.lstrip().startswith("Epoch")]
     assert len(bars) > 10
     last = bars[-1]
-    if progress == "auto":  # rich: `Epoch 29/29 ━━━ 450/450 steps 0:00:02 • 0:00:00 191 steps/s train/loss: ...`
-        assert "Epoch 29/29" in last and f" {steps}/{steps} steps " in last
-        rate = float(re.search(r" (\d+) steps/s", last).group(1))
-        sep = ": "
-    else:  # tqdm: `Epoch 29: 100%|███| 450/450 [00:02<00:00, 191.3step/s, train/loss=..., val/loss=...]`
-        assert f" {steps}/{steps} [" in last
-        rate = float(re.search(r", ([\d.]+)step/s", last).group(1))
-        sep = "="
-    assert rate > 0
+    assert final in last, last
+    assert float(re.search(rate, last).group(1)) > 0
     # the values shown are those logged: the final validation's, and train/loss with its step (logged every 40)
     for key in ("val/loss", "val/acc"):
         shown = float(re.search(rf"{key}{sep}([\d.]+)", last).group(1))
@@ -101,13 +90,31 @@ def test_bar_in_a_terminal_counts_optimizer_steps_and_shows_loss_and_accuracy(tm
     m = re.search(rf"train/loss{sep}([\d.]+) @(\d+)", last)
     assert int(m.group(2)) == 440 and float(m.group(1)) == pytest.approx(_csv_value(run_dir, "train/loss", 440), abs=5e-5)
     # between two validations the bar says which step the validation numbers are from
-    stale = [re.search(rf"val/acc{sep}([\d.]+) @(\d+)", line) for line in bars]
-    stale = [m for m in stale if m]
+    stale = [m for m in (re.search(rf"val/acc{sep}([\d.]+) @(\d+)", line) for line in bars) if m]
     assert stale and all(int(m.group(2)) % 75 == 0 for m in stale)
     assert {float(m.group(1)) for m in stale if m.group(2) == "375"} == {round(_csv_value(run_dir, "val/acc", 375), 4)}
     # the count only ever goes up, by optimizer steps, never restarting at an epoch
-    counts = [int(re.search(r" (\d+)/450", line).group(1)) for line in bars if re.search(r" (\d+)/450", line)]
+    counts = [int(m.group(1)) for m in (re.search(r" (\d+)/450", line) for line in bars) if m]
     assert counts == sorted(counts) and counts[-1] == 450 and max(counts[:-1], default=0) > 15
+
+
+def test_rich_bar_in_a_terminal_counts_optimizer_steps_and_shows_loss_and_accuracy(tmp_path):
+    whylearn_train = str(Path(sys.executable).parent / "whylearn-train")
+    rc, lines = run_in_pty([whylearn_train, *RUN], tmp_path)  # progress=auto: rich, since stdout is a terminal
+    assert rc == 0, "\n".join(lines[-30:])
+    # `Epoch 29/29 ━━━ 450/450 steps 0:00:02 • 0:00:00 191 steps/s train/loss: 1.3523 @440 val/loss: 1.5983 ...`
+    _check_bar(lines, _one_run_dir(tmp_path), final="Epoch 29/29 ", rate=r" (\d+) steps/s", sep=": ")
+    assert any(" 450/450 steps " in line for line in lines)
+
+
+def test_tqdm_bar_counts_optimizer_steps_and_shows_loss_and_accuracy(tmp_path, capsys):
+    from whylearn.train import run
+
+    cfg = compose(RUN + ["progress=tqdm"], tmp_path)
+    run(cfg)
+    lines = [line for line in re.split(r"[\r\n]", ANSI.sub("", capsys.readouterr().out)) if line.strip()]
+    # `Epoch 29: 100%|███| 450/450 [00:02<00:00, 191.3step/s, train/loss=1.3523 @440, val/loss=1.5983, ...]`
+    _check_bar(lines, Path(cfg.paths.output_dir), final=" 450/450 [", rate=r", ([\d.]+)step/s", sep="=")
 
 
 def test_log_lines_give_each_value_with_the_step_it_was_measured_at(tmp_path, caplog):
