@@ -90,7 +90,7 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
 
     from whylearn import build, jobs
     from whylearn.analysis.figures import plot_run
-    from whylearn.loggers import finish_wandb, log_images, log_members
+    from whylearn.loggers import finish_wandb, log_config, log_images, log_members
     from whylearn.tasks.base import flush_logs, get_history
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -117,6 +117,7 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
     if not plan.resuming:
         write_config()
     _start_loggers(loggers)
+    log_config(loggers, cfg)  # the resolved config: W&B's run config, the CSV's hparams.yaml, TensorBoard's hparams
     summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running",
                                "params": sum(p.numel() for p in model.parameters()), **getattr(dm, "describe", dict)()}
     overrides = _overrides()
