@@ -89,6 +89,13 @@ from whylearn.resume import (  # noqa: E402, F401  (re-exported)
 )
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer step (``global_step``) a checkpoint was saved at (read as weights only)."""
+    from whylearn.checkpoints import torch_load
+
+    return int(torch_load(path).get("global_step", 0))
+
+
 def apply_optimizer_changes(trainer, changes: dict[str, tuple[Any, Any]]) -> dict[str, list]:
     """Set the restored optimizers' hyper-parameters to the new config's values (after Lightning restored them).
 

@@ -109,15 +109,17 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
         if zero:
             (out / "config.yaml").write_text(config_yaml)
 
+    def restored() -> None:  # a resume, once Lightning restored the checkpoint: the new config is the run's
+        write_config()
+        log_config(loggers, cfg)
+
     loggers = build.build_loggers(cfg, run_dir=out)
-    record = jobs.RunRecord(task.run_config, plan, on_restored=write_config, loggers=loggers,
+    record = jobs.RunRecord(task.run_config, plan, on_restored=restored, loggers=loggers,
                             planned_steps=build.planned_steps(cfg, dm) if cfg.get("scheduler") else None)
     callbacks = build.build_callbacks(cfg) + [record, jobs.GracefulStop(ckpt_dir / "last.ckpt")]
     trainer = build.build_trainer(cfg, callbacks, loggers)
     if not plan.resuming:
         write_config()
-    _start_loggers(loggers)
-    log_config(loggers, cfg)  # the resolved config: W&B's run config, the CSV's hparams.yaml, TensorBoard's hparams
     summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running",
                                "params": sum(p.numel() for p in model.parameters()), **getattr(dm, "describe", dict)()}
     overrides = _overrides()
@@ -125,8 +127,11 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
         summary["overrides"] = overrides
     summary_path = out / "summary.json"
     try:
-        if plan.resuming:
+        if plan.resuming:  # before any logger starts: Lightning's CSV writer deletes metrics.csv when it starts
             jobs.set_aside_csv(loggers)  # put back by the except below if the restore fails
+        _start_loggers(loggers)
+        if not plan.resuming:  # the resolved config: W&B's run config, the CSV's hparams.yaml, TensorBoard's hparams
+            log_config(loggers, cfg)
         trainer.fit(task, datamodule=dm, ckpt_path=plan.ckpt_path, weights_only=True)
         record.mark_restored(trainer)  # a resume with nothing left to train has no train start
         if trainer.interrupted:
