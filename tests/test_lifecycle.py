@@ -428,7 +428,8 @@ def test_a_resume_refuses_what_a_run_in_progress_cannot_take_naming_each_value(t
 @pytest.mark.parametrize("override, message", [
     ("trainer.max_epochs=abc", "trainer.max_epochs='abc': expected an integer >= -1 or null (-1: no limit)"),
     ("seed=abc", "seed='abc': expected an integer >= 0 and <= 4294967295"),
-    ("optimizer.lr=abc", "optimizer.lr='abc': expected a number > 0"),
+    ("optimizer.lr=abc", "optimizer.lr='abc': expected a number >= 0"),
+    ("optimizer.lr=-0.1", "optimizer.lr=-0.1: expected a number >= 0"),
     ("model.hidden=[0,-3]", "model.hidden=[0, -3]: expected a list of integers >= 1 or null"),
     ("data.batch_size=0", "data.batch_size=0: expected an integer >= 1 or 'full'"),
     ("model.dropout=1.5", "model.dropout=1.5: expected a number >= 0 and < 1 (a probability)"),

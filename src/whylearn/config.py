@@ -99,7 +99,7 @@ class TrainerSchema:
 class OptimizerSchema:
     """``torch.optim`` arguments (SGD, Adam, AdamW ...)."""
 
-    lr: float = _f(gt=0)
+    lr: float = _f(ge=0)  # torch allows 0 (nothing moves), not below
     weight_decay: float = _f(ge=0)
     momentum: float = _f(ge=0, le=1)
     dampening: float = _f(ge=0, le=1)

@@ -111,7 +111,13 @@ def apply_optimizer_changes(trainer, changes: dict[str, tuple[Any, Any]]) -> dic
         for opt in trainer.optimizers:
             scheds = [c.scheduler for c in trainer.lr_scheduler_configs if getattr(c.scheduler, "optimizer", None) is opt]
             for i, group in enumerate(opt.param_groups):
-                if name == "lr":
+                if name == "lr" and not old:  # no schedule (resume_changes refuses one from lr 0): just set it
+                    if not _same(group["lr"], old):
+                        continue
+                    group["lr"] = float(new)
+                    if "initial_lr" in group:
+                        group["initial_lr"] = float(new)
+                elif name == "lr":
                     if not _same(group.get("initial_lr", group["lr"]), old):
                         continue
                     ratio = float(new) / float(old)

@@ -250,7 +250,11 @@ def resume_changes(old: dict, cfg: Any, path: Path | str, planned_steps: int | N
         if name in FREE_ON_RESUME.get(group, ()):
             continue
         if group == "optimizer" and name in APPLIED_OPTIMIZER_KEYS and _UNSET not in (a, b):
-            apply[key] = (a, b)
+            if name == "lr" and not a and (old.get("scheduler") or {}):
+                refused.append(f"{key}: {a!r} in the checkpoint, {b!r} now: a schedule that starts from lr 0 cannot "
+                               f"be rescaled to a new base rate")
+            else:
+                apply[key] = (a, b)
             continue
         if key == "scheduler.total_steps" and planned_steps is not None and a == "auto" and _same(b, planned_steps):
             continue  # the same schedule, its length now given explicitly
