@@ -16,6 +16,8 @@ _KEYS = ("train/loss", "val/loss", "val/acc", "gap/acc")
 class LogLines(Callback):
     """Every ``every_n_seconds`` (and at the end of fit), log one line: epoch, step, steps/s, latest scalars."""
 
+    whylearn_batch_hooks = "per_chunk"  # a line at most every n seconds: once per chunk is as good (whylearn.tasks.loop)
+
     def __init__(self, every_n_seconds: float = 10.0) -> None:
         self.every_n_seconds = every_n_seconds
         self._t0 = self._last = 0.0

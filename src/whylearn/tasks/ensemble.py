@@ -52,7 +52,9 @@ class EnsembleClassificationTask(SplitEval, FastTask):
         seeds: a count S (seeds base_seed .. base_seed+S-1) or a list of seeds.
         base_seed: the first seed when ``seeds`` is a count (the run's ``seed``).
         loss, scheduler, scheduler_interval, log_every_n_steps: as for ClassificationTask.
-        gradient_clip_val: not supported (a global norm would couple the members).
+        gradient_clip_val: not supported (a global norm would couple the members); nor is
+            ``trainer.gradient_clip_val``.
+        compile: see :class:`~whylearn.tasks.base.FastTask`.
         method: how the members are batched: ``auto``, ``grouped`` (MLP) or ``vmap``
             (see :class:`~whylearn.models.ensemble.VmapEnsemble`).
 
@@ -60,11 +62,14 @@ class EnsembleClassificationTask(SplitEval, FastTask):
         ValueError: unknown loss, gradient clipping requested, bad seeds.
     """
 
+    clips_gradients = False
+
     def __init__(self, model: nn.Module, num_classes: int, optimizer: Callable[..., torch.optim.Optimizer],
                  seeds: int | Sequence[int] = 8, base_seed: int = 0, loss: str = "cross_entropy",
                  scheduler: Callable[..., Any] | None = None, scheduler_interval: str = "step",
-                 log_every_n_steps: int = 50, gradient_clip_val: float | None = None, method: str = "auto") -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, None)
+                 log_every_n_steps: int = 50, gradient_clip_val: float | None = None, method: str = "auto",
+                 compile: bool | str = False) -> None:
+        super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, None, compile=compile)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; allowed: {list(LOSSES)}")
         if gradient_clip_val is not None:
@@ -101,9 +106,9 @@ class EnsembleClassificationTask(SplitEval, FastTask):
             self._train_correct += correct
             self._train_count += int(n)
         # each member's training loss at the same steps as the mean train/loss
-        last, every = self.trainer.global_step, self.log_every_n_steps
+        start, every = self._chunk_start, self.log_every_n_steps
         for i, (losses, _, _) in enumerate(kept):
-            step = last - len(kept) + i + 1
+            step = start + i + 1
             if step % every == 0:
                 log_scalars(
                     self,
