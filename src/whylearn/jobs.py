@@ -283,7 +283,7 @@ class GracefulStop(Callback):
                         "test and summary instead of stopping")
             return
         internals.finish_epoch_logging()  # the epoch's self.log values, which Lightning writes after this hook
-        self._stop(trainer, epoch_ended=bool(internals.epoch_loop.batch_progress.is_last_batch))
+        self._stop(trainer, epoch_ended=internals.epoch_finished())
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         if not self._saving:

@@ -220,7 +220,7 @@ class FastTask(L.LightningModule):
         Chosen when Lightning first asks, as ``Trainer.fit`` checks its configuration (see
         :mod:`whylearn.tasks.loop`); outside a fit, False.
         """
-        trainer = self._trainer
+        trainer = LightningInternals.attached_trainer(self)
         if trainer is None:
             return False
         if self._loop_trainer is not trainer or (self._loop_ended and trainer.state.status == TrainerStatus.RUNNING):
@@ -416,3 +416,8 @@ class FastTask(L.LightningModule):
     @property
     def history(self) -> History:
         return get_history(self)
+
+    def __getstate__(self) -> dict[str, Any]:  # a copy (pickle, deepcopy) is not attached to this fit
+        state = super().__getstate__()
+        state.update(_loop_trainer=None, _loop_ended=False, _loop_reasons=[], _moved_clip=None, _fast=None)
+        return state

@@ -110,6 +110,8 @@ class LightningInternals:
     - the loop state in a checkpoint (``checkpoint["loops"]``), to mark an epoch as fully ended;
     - the logger connector, to write the epoch's ``self.log`` values before a stop at an epoch end,
       and to notice ``self.log`` calls during a chunk;
+    - ``ModelCheckpoint``'s step and time triggers and the trainer's time-based ``val_check_interval``,
+      to decide which loop a fit runs, and ``LightningModule._trainer`` (None when not attached);
     - torchmetrics' ``Metric._update_count`` and ``Metric._computed``, saved with a mid-epoch checkpoint.
     """
 
@@ -160,6 +162,15 @@ class LightningInternals:
                     or (max_epochs is not None and max_epochs >= 0 and fit_loop.epoch_progress.current.processed >= max_epochs)
                     or (trainer.should_stop and fit_loop._can_stop_early))
 
+    def epoch_finished(self) -> bool:
+        """In ``on_train_epoch_end``: whether the epoch ran to its last batch (not cut short by max_steps or a stop)."""
+        return bool(self.epoch_loop.batch_progress.is_last_batch)
+
+    @staticmethod
+    def attached_trainer(module: L.LightningModule) -> L.Trainer | None:
+        """The trainer a LightningModule is attached to, or None (``module.trainer`` raises when there is none)."""
+        return module._trainer
+
     def validation_due_after_batch(self) -> bool:
         """Whether Lightning validates after the current batch (``val_check_interval``), before its next batch."""
         fetcher = self.fit_loop._data_fetcher
@@ -195,9 +206,15 @@ class LightningInternals:
             batches["current"][key] = 0
         batches["is_last_batch"] = False
 
-    def plain_train_loader(self) -> Any:
-        """The training loader passed to ``Trainer.fit(train_dataloaders=...)``, if any."""
-        return self.fit_loop._data_source.instance
+    @staticmethod
+    def val_check_time_interval(trainer: L.Trainer) -> Any:
+        """A time-based ``val_check_interval`` (Lightning 2.6 keeps it apart from the batch-based one), or None."""
+        return getattr(trainer, "_val_check_time_interval", None)
+
+    @staticmethod
+    def checkpoint_step_triggers(cb: Any) -> tuple[int, Any]:
+        """``(every_n_train_steps, train_time_interval)`` of a ModelCheckpoint (kept in private attributes)."""
+        return int(cb._every_n_train_steps or 0), cb._train_time_interval
 
     # torchmetrics
     @staticmethod
@@ -214,6 +231,7 @@ class LightningInternals:
     def check(cls) -> list[str]:
         """Names of the internals above that this Lightning/torchmetrics no longer has (empty: all present)."""
         import torchmetrics
+        from lightning.pytorch.callbacks import ModelCheckpoint
 
         problems = []
         trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -232,7 +250,10 @@ class LightningInternals:
             "epoch_loop.batch_progress.is_last_batch": lambda: epoch_loop.batch_progress.is_last_batch,
             "epoch_loop._should_check_val_fx": lambda: epoch_loop._should_check_val_fx,
             "fit_loop._data_fetcher": lambda: fit_loop._data_fetcher,
-            "fit_loop._data_source.instance": lambda: fit_loop._data_source.instance,
+            "trainer._val_check_time_interval": lambda: trainer._val_check_time_interval,
+            "LightningModule._trainer": lambda: L.LightningModule()._trainer,
+            "ModelCheckpoint._every_n_train_steps/_train_time_interval":
+                lambda: cls.checkpoint_step_triggers(ModelCheckpoint(every_n_train_steps=3)),
             "epoch_loop._results (values with .meta.on_step)": lambda: epoch_loop._results.values(),
             "epoch_loop.automatic_optimization.optim_progress.optimizer.step":
                 lambda: epoch_loop.automatic_optimization.optim_progress.optimizer.step.total.completed,
@@ -292,8 +313,8 @@ def batch_hook_mode(cb: Callback) -> str | None:
     )
 
     if isinstance(cb, ModelCheckpoint):
-        steps = getattr(cb, "_every_n_train_steps", 0) or 0
-        return None if steps > 0 or cb._train_time_interval is not None else PER_CHUNK
+        steps, interval = LightningInternals.checkpoint_step_triggers(cb)
+        return None if steps > 0 or interval is not None else PER_CHUNK
     if isinstance(cb, (LearningRateMonitor, Timer, DeviceStatsMonitor)):
         return PER_STEP
     if isinstance(cb, ProgressBar):
@@ -305,9 +326,8 @@ def _describe_callback(cb: Callback) -> str:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     if isinstance(cb, ModelCheckpoint):
-        if (getattr(cb, "_every_n_train_steps", 0) or 0) > 0:
-            return f"ModelCheckpoint(every_n_train_steps={cb._every_n_train_steps})"
-        return f"ModelCheckpoint(train_time_interval={cb._train_time_interval})"
+        steps, interval = LightningInternals.checkpoint_step_triggers(cb)
+        return f"ModelCheckpoint(every_n_train_steps={steps})" if steps else f"ModelCheckpoint(train_time_interval={interval})"
     hooks = [h for h in BATCH_HOOKS if _overrides(cb, h, Callback)]
     return f"callback {type(cb).__name__} (overrides {'/'.join(hooks)})"
 
@@ -330,7 +350,7 @@ def lightning_loop_reasons(trainer: L.Trainer, module: L.LightningModule, base: 
         if trainer.overfit_batches:
             reasons.append(f"overfit_batches={trainer.overfit_batches}")
         vci = trainer.val_check_interval
-        if getattr(trainer, "_val_check_time_interval", None) is not None or vci != 1.0 or isinstance(vci, int):
+        if LightningInternals.val_check_time_interval(trainer) is not None or vci != 1.0 or isinstance(vci, int):
             reasons.append(f"val_check_interval={vci!r}")
     if trainer.accumulate_grad_batches != 1:
         reasons.append(f"accumulate_grad_batches={trainer.accumulate_grad_batches}")
