@@ -48,7 +48,7 @@ RUNS=(
   "mlp_bf16|-|experiment=mnist1d_mlp trainer.max_epochs=20 trainer.precision=bf16-mixed|trainer.max_steps=6"
   "mlp_fp16_scaler|-|experiment=mnist1d_mlp trainer.max_epochs=20 trainer.precision=16-mixed|trainer.max_steps=6"
   "mlp_lightning_loop|-|experiment=mnist1d_mlp trainer.max_epochs=20 data.steps_per_chunk=1|trainer.max_steps=6"
-  "ensemble_8_seeds|-|experiment=double_descent_mnist1d ensemble.seeds=8 trainer.max_epochs=20|trainer.max_steps=6 model.width=8"
+  "ensemble_84_members|-|experiment=double_descent_mnist1d trainer.max_epochs=20|trainer.max_steps=6 ensemble.grid.model.width=[4,8] ensemble.grid.seed=[0] ensemble.lanes=1"
   "forecaster_mlp|-|experiment=kepler_mlp data.num_train=3000 trainer.max_steps=2000|trainer.max_steps=6 data.num_train=300"
   "cnn_bf16|mnist|data=mnist model=cnn model.k=32 optimizer=adam optimizer.lr=0.001 trainer.max_steps=600 trainer.max_epochs=-1 trainer.precision=bf16-mixed|trainer.max_steps=3 model.k=2 data.train_size=2000"
   "resnet20_fp16|mnist|data=mnist model=resnet optimizer=sgd optimizer.lr=0.05 optimizer.momentum=0.9 trainer.max_steps=600 trainer.max_epochs=-1 trainer.precision=16-mixed|trainer.max_steps=3 model.depth=8 model.width=4 data.train_size=2000"

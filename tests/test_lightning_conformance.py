@@ -116,15 +116,15 @@ def test_learning_rate_monitor_logs_every_optimizer_step(tmp_path):
     assert_same(runs)
 
 
-@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed-scaler"])
-def test_mixed_precision(tmp_path, precision):
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed-scaler", "64-true"])
+def test_precision_plugins(tmp_path, precision):
     from lightning.pytorch.plugins import MixedPrecision
 
     plugins = []
 
     def kw():
-        if precision == "bf16-mixed":
-            return {"precision": "bf16-mixed"}
+        if precision != "16-mixed-scaler":
+            return {"precision": precision}
         plugins.append(MixedPrecision("16-mixed", "cpu"))  # what precision="16-mixed" builds on a GPU
         return {"plugins": [plugins[-1]]}
 
