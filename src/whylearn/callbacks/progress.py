@@ -61,7 +61,7 @@ def latest(trainer: L.Trainer, pl_module: L.LightningModule, key: str) -> tuple[
     Read from the task's history (every value whylearn logs, with its step); a value only in
     ``trainer.callback_metrics`` comes without a step.
     """
-    from whylearn.tasks.base import get_history
+    from whylearn.loggers import get_history
 
     points = get_history(pl_module).data.get(key)
     if points:
