@@ -303,12 +303,14 @@ class RunRecord(Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         from lightning.pytorch.loggers import CSVLogger
 
-        from whylearn.tasks.base import flush_logs
-
         if self.run_config is not None:
             checkpoint.setdefault("whylearn_config", self.run_config)
-        flush_logs(pl_module)  # the pending row of this step, then the CSV buffers: nothing logged so far is lost
-        for lg in trainer.loggers:
+        # the row of this step may still grow (a callback's scalars of the same step): it is kept in the checkpoint,
+        # not written, so a resume after kill -9 writes it as one row with the rest of its step (as a stop does)
+        pending = getattr(pl_module, "_whylearn_pending", None)
+        if pending is not None and "whylearn_pending" not in checkpoint:
+            checkpoint["whylearn_pending"] = (int(pending[0]), dict(pending[1]))
+        for lg in trainer.loggers:  # the rows of the steps before: on disk, nothing logged before them is lost
             if isinstance(lg, CSVLogger):
                 lg.save()
 
