@@ -73,9 +73,11 @@ class VmapEnsemble(nn.Module):
 
         if method not in self.METHODS:
             raise ValueError(f"unknown ensemble method {method!r}; allowed: {list(self.METHODS)}")
-        if method == "grouped" and not isinstance(model, MLP):
-            raise ValueError(f"method 'grouped' supports whylearn.models.MLP only, not {type(model).__name__}; use 'vmap'")
-        self.method = "grouped" if (method == "auto" and isinstance(model, MLP)) else ("vmap" if method == "auto" else method)
+        plain_mlp = isinstance(model, MLP) and not model.residual  # grouped runs net layer by layer: no skips
+        if method == "grouped" and not plain_mlp:
+            raise ValueError(f"method 'grouped' supports whylearn.models.MLP without residual layers only, not "
+                             f"{type(model).__name__}; use 'vmap'")
+        self.method = "grouped" if (method == "auto" and plain_mlp) else ("vmap" if method == "auto" else method)
         seeds = [int(s) for s in seeds]
         if not seeds:
             raise ValueError("an ensemble needs at least one seed")
