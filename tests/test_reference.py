@@ -88,7 +88,8 @@ def test_published_values_are_drawn_on_the_figures_that_name_them(tmp_path):
     lines = [{**GOOD, "figure": "accuracy"}, {**GOOD, "quantity": "memorization", "published": 1400, "axis": "x",
                                               "figure": ["accuracy"], "panel": 1},
              {**GOOD, "quantity": "range", "published": [0.1, 0.2], "figure": "accuracy"},
-             {**GOOD, "quantity": "elsewhere", "published": 0.5, "figure": "loss"}]
+             {**GOOD, "quantity": "elsewhere", "published": 0.5, "figure": "loss"},
+             {**GOOD, "quantity": "both panels", "published": 9400, "axis": "x", "figure": "accuracy", "panel": [0, 1]}]
     reference.activate(lines)
     try:
         fig, (a0, a1) = plt.subplots(1, 2)
@@ -96,9 +97,10 @@ def test_published_values_are_drawn_on_the_figures_that_name_them(tmp_path):
         save_figure(fig, tmp_path / "accuracy.png")
     finally:
         reference.activate(None)
-    ys = [ln.get_ydata()[0] for ln in a0.get_lines()[1:]]
+    ys = [ln.get_ydata()[0] for ln in a0.get_lines()[1:] if ln.get_xdata()[0] != ln.get_xdata()[1]]
+    xs0 = [ln.get_xdata()[0] for ln in a0.get_lines()[1:] if ln.get_xdata()[0] == ln.get_xdata()[1]]
     xs = [ln.get_xdata()[0] for ln in a1.get_lines()]
-    assert ys == [0.68] and xs == [1400]  # the loss figure's entry is not drawn here
+    assert ys == [0.68] and xs == [1400, 9400] and xs0 == [9400]  # the loss figure's entry is not drawn here
     assert len(a0.patches) == 1  # the [low, high] range as a band
     assert any("published" in t.get_text() for t in a0.get_legend().get_texts())
     # with no active block nothing is drawn

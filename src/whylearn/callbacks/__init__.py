@@ -3,6 +3,7 @@
 from whylearn.callbacks.boundary import DecisionBoundary
 from whylearn.callbacks.figures import AttentionMaps, CurveFigure
 from whylearn.callbacks.gap import GeneralizationGap
+from whylearn.callbacks.grokking import FirstReach, ProgressMeasures
 from whylearn.callbacks.landscape import LinearRegions, LossLandscape, TimeToFit
 from whylearn.callbacks.noise import GradientNoise
 from whylearn.callbacks.norms import GradNorms, WeightNorms
@@ -11,4 +12,4 @@ from whylearn.callbacks.sharpness import Sharpness
 
 __all__ = ["DecisionBoundary", "GeneralizationGap", "GradNorms", "WeightNorms", "LogLines", "Sharpness", "LossLandscape",
            "LinearRegions", "TimeToFit", "GradientNoise"]
-__all__ += ["AttentionMaps", "CurveFigure"]
+__all__ += ["AttentionMaps", "CurveFigure", "FirstReach", "ProgressMeasures"]
