@@ -89,5 +89,5 @@ def test_residual_mlp_is_mlpbase_and_needs_equal_widths():
     theirs = MLPBase(hidden_size=32)
     x = torch.randn(7, 40)
     torch.testing.assert_close(ours(x), theirs(x))
-    with pytest.raises(ValueError, match=r"residual hidden layers add their input, so they need equal widths; got hidden=\[8, 16\]"):
+    with pytest.raises(ValueError, match=r"need equal widths; got hidden=\[8, 16\]"):
         MLP(40, 10, hidden=[8, 16], residual=True)
