@@ -220,3 +220,19 @@ def test_nandas_split_leaves_the_global_random_state_alone():
     random.seed(123)
     ModularArithmeticDataModule(p=23, split="nanda", seed=0).setup()
     assert random.random() == before
+
+
+def test_first_reach_reads_the_first_step_at_the_threshold():
+    from whylearn.callbacks import FirstReach
+    from whylearn.tasks.base import get_history
+
+    class Module:  # anything that holds a History and an extra_summary
+        pass
+
+    m = Module()
+    hist = get_history(m)
+    for step, acc in [(0, 0.01), (100, 0.5), (200, 0.989), (300, 0.99), (400, 0.95), (500, 1.0)]:
+        hist.add({"val/acc": acc}, step)
+    FirstReach("val/acc", 0.99, name="grok/val_acc_99_step").on_train_end(None, m)
+    FirstReach("val/acc", 1.01).on_train_end(None, m)
+    assert m.extra_summary == {"grok/val_acc_99_step": 300, "val/acc_reaches_1.01_step": None}
