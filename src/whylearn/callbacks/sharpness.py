@@ -193,7 +193,7 @@ def plot_sharpness(hist, path: Path, title: str | None = None) -> Path | None:
     a1.plot(steps, lam, "-", lw=1.2, label="lambda_max (top Hessian eigenvalue)")
     ts, two = hist.series("sharpness/two_over_lr")
     if ts:
-        a1.plot(ts, two, "k--", lw=1, label="2 / lr")
+        a1.plot(ts, two, "k--", lw=1, label="2 / lr (published edge, Cohen et al. 2021)")
     for i in range(2, 10):
         s, v = hist.series(f"sharpness/lambda_{i}")
         if s:
