@@ -29,7 +29,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     from conftest import compose
-
     from whylearn.train import run
 
     times: dict[str, list[float]] = {"before": [], "after": []}
