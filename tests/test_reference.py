@@ -191,7 +191,7 @@ def test_fidelity_prints_one_table_over_all_runs(tmp_path, capsys):
     assert len(rows) == 2
     three = next(r for r in rows if "| default |" in r)
     mean, sd = statistics.fmean(accs), statistics.stdev(accs)
-    assert f"{mean:.4g} ± {sd:.4g} (3 seeds)" in three
+    assert f"{mean:.4g} ± {sd:.2g} (3 seeds)" in three
     assert "pass (2/3 runs pass)" in three  # the mean passes; 0.72 alone does not
     wide = next(r for r in rows if "model.hidden=[512,512]" in r)
     assert "0.75 (1 seed)" in wide and "| fail |" in wide

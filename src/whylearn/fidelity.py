@@ -89,7 +89,7 @@ class Row:
         if len(self.measured) == 1:
             return reference.format_value(self.measured[0]) + self._seeds_text()
         mean, sd = statistics.fmean(self.measured), statistics.stdev(self.measured)
-        return f"{reference.format_value(mean)} ± {reference.format_value(sd)}" + self._seeds_text()
+        return f"{reference.format_value(mean)} ± {sd:.2g}" + self._seeds_text()
 
     def _seeds_text(self) -> str:
         n = len(self.measured)
@@ -184,6 +184,7 @@ def build_rows(runs: list[Run], all_experiments: dict[str, Any] | None = None) -
         setting = r.setting + ("" if r.status == "completed" else f" [{r.status}]")
         groups[(r.experiment, setting.strip())].append(r)
     rows: list[Row] = []
+    nones: dict[str, list[tuple[str, Any, str]]] = defaultdict(list)  # experiment -> (setting, seed, why)
     for (experiment, setting), members in sorted(groups.items()):
         by_entry: dict[str, Row] = {}
         for r in members:
@@ -192,8 +193,7 @@ def build_rows(runs: list[Run], all_experiments: dict[str, Any] | None = None) -
                 by_entry.setdefault("__missing__", Row(experiment, setting, kind="missing")).seeds.append(r.seed)
                 continue
             if isinstance(block, dict):
-                row = by_entry.setdefault("__none__", Row(experiment, setting, kind="none", note=str(block.get("none"))))
-                row.seeds.append(r.seed)
+                nones[experiment].append((setting, r.seed, str(block.get("none"))))
                 continue
             for e in block:
                 key = json.dumps({k: e.get(k) for k in ("quantity", "published", "tolerance", "relation")}, sort_keys=True)
@@ -208,6 +208,14 @@ def build_rows(runs: list[Run], all_experiments: dict[str, Any] | None = None) -
                 if isinstance(m, (int, float)) and math.isfinite(m):
                     row.measured.append(float(m))
         rows.extend(by_entry.values())
+    for experiment, found in nones.items():  # runs without a published number: one row per experiment
+        settings = sorted({f for f, _, _ in found})
+        what = f"{len(found)} run{'s' * (len(found) > 1)}" + (f" in {len(settings)} settings" if len(settings) > 1 else "")
+        one = settings[0] if len(settings) == 1 else what
+        row = Row(experiment, one, kind="none", note=found[0][2])
+        row.seeds = [seed for _, seed, _ in found]
+        rows.append(row)
+    rows.sort(key=lambda r: (r.experiment, r.setting))
     if all_experiments is not None:
         seen = {r.experiment for r in runs}
         for name, block in sorted(all_experiments.items()):
