@@ -167,8 +167,9 @@ def test_key_frequencies_of_a_fourier_embedding_and_gini():
     assert norms.shape == (56,)
     assert sorted(G.key_frequencies(norms)) == key
     assert G.gini(norms) > 0.85
+    assert sorted(G.key_frequencies(norms, fraction=0.1)) == key
     random_norms = G.embedding_fourier_norms(torch.randn(p, 128, generator=g), p)
-    assert len(G.key_frequencies(random_norms)) > 40 and G.gini(random_norms) < 0.2
+    assert len(G.key_frequencies(random_norms, fraction=0.1, max_count=56)) > 40 and G.gini(random_norms) < 0.2
     assert G.gini(torch.ones(10)) == pytest.approx(0.0) and G.gini(torch.tensor([0.0] * 9 + [1.0])) == pytest.approx(0.9)
 
 
@@ -236,3 +237,15 @@ def test_first_reach_reads_the_first_step_at_the_threshold():
     FirstReach("val/acc", 0.99, name="grok/val_acc_99_step").on_train_end(None, m)
     FirstReach("val/acc", 1.01).on_train_end(None, m)
     assert m.extra_summary == {"grok/val_acc_99_step": 300, "val/acc_reaches_1.01_step": None}
+
+
+def test_logits_in_float64_for_the_loss():
+    torch.manual_seed(0)
+    a = nanda_gpt()
+    torch.manual_seed(0)
+    b = nanda_gpt(logits_dtype="float64")
+    x = torch.tensor([[3, 5, P], [7, 9, P]])
+    assert b(x).dtype == torch.float64 and a(x).dtype == torch.float32
+    torch.testing.assert_close(b(x), a(x).double())
+    with pytest.raises(ValueError, match=r"unknown logits_dtype 'half'"):
+        nanda_gpt(logits_dtype="half")

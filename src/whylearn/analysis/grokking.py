@@ -67,16 +67,22 @@ def embedding_fourier_norms(W_E: Tensor, p: int) -> Tensor:
     return (sq[0::2] + sq[1::2]).sqrt()
 
 
-def key_frequencies(norms: Tensor, fraction: float = 0.1, max_count: int | None = None) -> list[int]:
-    """Frequencies k (1-based) whose squared norm is at least ``fraction`` of the largest, largest first.
+def key_frequencies(norms: Tensor, fraction: float | None = None, max_count: int = 20) -> list[int]:
+    """The key frequencies k (1-based) of an embedding's Fourier norms, largest first.
 
-    A trained grokking model has a handful (Nanda et al.: 5 on their run, {14, 35, 41, 42, 52});
-    a random embedding spreads its norm evenly and then (nearly) every frequency qualifies.
+    Default: the frequencies above the largest gap of the sorted squared norms (the k that maximizes
+    sq[k-1] / sq[k] among the ``max_count`` largest): a trained grokking model has a handful of frequencies
+    far above the rest (Nanda et al.: 5 on their run, {14, 35, 41, 42, 52}). With ``fraction``: every
+    frequency whose squared norm is at least that fraction of the largest (up to ``max_count``).
     """
-    sq = norms.pow(2)
+    sq = norms.detach().to(torch.float64).pow(2)
     order = torch.argsort(sq, descending=True)
-    keep = [int(i) + 1 for i in order if sq[i] >= fraction * sq.max()]
-    return keep[:max_count] if max_count else keep
+    if fraction is not None:
+        return [int(i) + 1 for i in order if sq[i] >= fraction * sq.max()][:max_count]
+    top = sq[order[: max_count + 1]]
+    ratios = top[:-1] / top[1:].clamp_min(1e-300)
+    k = int(torch.argmax(ratios)) + 1
+    return [int(i) + 1 for i in order[:k]]
 
 
 def gini(values: Tensor) -> float:

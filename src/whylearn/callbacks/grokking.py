@@ -34,9 +34,10 @@ class ProgressMeasures(Callback):
 
     Args:
         every_n_steps: interval (optimizer steps) of the kept weights and the embedding spectrum; step 0 included.
-        key_fraction: a frequency is a key frequency of the final embedding if its squared Fourier norm is at
-            least this fraction of the largest (:func:`~whylearn.analysis.grokking.key_frequencies`).
-        max_key: keep at most this many key frequencies (None: all that pass ``key_fraction``).
+        key_fraction: None: the key frequencies of the final embedding are those above the largest gap of its
+            sorted squared Fourier norms; a number: those whose squared norm is at least that fraction of the
+            largest (:func:`~whylearn.analysis.grokking.key_frequencies`).
+        max_key: consider at most this many frequencies.
         figure: draw ``figures/progress_measures.png``.
 
     Raises:
@@ -44,12 +45,12 @@ class ProgressMeasures(Callback):
             model without a token embedding ``wte`` of p + 1 or more rows and p outputs.
     """
 
-    def __init__(self, every_n_steps: int = 100, key_fraction: float = 0.1, max_key: int | None = None,
+    def __init__(self, every_n_steps: int = 100, key_fraction: float | None = None, max_key: int = 20,
                  figure: bool = True) -> None:
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
-        if not 0 < key_fraction <= 1:
-            raise ValueError(f"key_fraction must be in (0, 1], got {key_fraction}")
+        if key_fraction is not None and not 0 < key_fraction <= 1:
+            raise ValueError(f"key_fraction must be None or in (0, 1], got {key_fraction}")
         self.every_n_steps, self.key_fraction, self.max_key, self.figure = every_n_steps, key_fraction, max_key, figure
         self.snapshots: list[tuple[int, dict[str, torch.Tensor]]] = []
         self._last = -1

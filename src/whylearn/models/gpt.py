@@ -150,6 +150,10 @@ class GPT(nn.Module):
         bias: biases in the linear layers and LayerNorms.
         attn_bias: biases in the attention's Q, K, V and output projections; None: as ``bias``
             (Nanda et al.'s model: ``bias=True, attn_bias=False``, biases in the MLP only).
+        logits_dtype: ``float64`` returns the logits in double precision, so that the loss is computed in it:
+            Nanda et al. do (helpers.py ``cross_entropy_high_precision``: float32's log-softmax "can only return
+            multiples of 1.2e-7 ... This leads to loss spikes"; the TransformerLens grokking demo's ``loss_fn``);
+            None keeps the parameters' dtype.
         norm: ``pre`` | ``post`` | ``none`` (see :class:`Block`); ``pre`` adds a final LayerNorm.
         activation: ``gelu`` | ``relu`` of the MLP.
         tie_weights: share the token embedding with the output layer (needs num_classes == V).
@@ -183,6 +187,7 @@ class GPT(nn.Module):
         last_token_only: bool = False,
         init: str = "gpt2",
         attn_bias: bool | None = None,
+        logits_dtype: str | None = None,
     ) -> None:
         super().__init__()
         for name, value, allowed in (("norm", norm, NORMS), ("activation", activation, ACTIVATIONS), ("init", init, INITS)):
@@ -190,6 +195,9 @@ class GPT(nn.Module):
                 raise ValueError(f"unknown {name} {value!r}; allowed: {list(allowed)}")
         if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head}")
+        if logits_dtype not in (None, "float32", "float64"):
+            raise ValueError(f"unknown logits_dtype {logits_dtype!r}; allowed: [None, 'float32', 'float64']")
+        self.logits_dtype = getattr(torch, logits_dtype) if logits_dtype else None
         num_classes = vocab_size if num_classes in (None, "auto") else int(num_classes)
         if tie_weights and num_classes != vocab_size:
             raise ValueError(f"tie_weights needs num_classes == vocab_size, got {num_classes} and {vocab_size}; "
@@ -247,7 +255,8 @@ class GPT(nn.Module):
             x = block(x, last_only=self.last_token_only and i == self.n_layer - 1)
         if self.last_token_only:
             x = x[:, -1]
-        return self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x))
+        return logits if self.logits_dtype is None else logits.to(self.logits_dtype)
 
     @torch.no_grad()
     def attention_maps(self, idx: Tensor) -> Tensor:
