@@ -54,13 +54,17 @@ def eos(rs, out: Path) -> None:
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4))
     print("| eta | 2/eta | sharpness at the end | mean over the last half | max | final train loss |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for i, r in enumerate(rs):
+    lrs = sorted({r["cfg"]["optimizer"]["lr"] for r in rs})
+    seen = set()
+    for r in rs:  # one colour per eta; its seeds share it
         lr = r["cfg"]["optimizer"]["lr"]
-        c = f"C{i}"
+        c = f"C{lrs.index(lr)}"
+        label = None if lr in seen else f"eta = {lr:g}"
+        seen.add(lr)
         s, l = xy(r, "train/loss")
-        a0.plot(s, l, color=c, lw=1, label=f"eta = {lr:g}")
+        a0.plot(s, l, color=c, lw=1, label=label)
         s, lam = xy(r, "sharpness/lambda_max")
-        a1.plot(s, lam, color=c, lw=1.3, label=f"eta = {lr:g}")
+        a1.plot(s, lam, color=c, lw=1.1, alpha=0.8, label=label)
         a1.axhline(2 / lr, color=c, ls="--", lw=1)
         half = [v for st, v in zip(s, lam, strict=False) if st >= s[-1] / 2]
         print(f"| {lr:g} | {2 / lr:.3g} | {lam[-1]:.3f} | {sum(half) / len(half):.3f} | {max(lam):.3f} | "
@@ -73,7 +77,8 @@ def eos(rs, out: Path) -> None:
     a1.set_title("dashed: 2 / eta")
     for a in (a0, a1):
         a.legend(fontsize=8)
-    fig.suptitle("Edge of stability: tanh MLP, 1000 MNIST-1D samples")
+    n = len(rs) // max(len(lrs), 1)
+    fig.suptitle(f"Edge of stability: tanh MLP, 1000 MNIST-1D samples ({n} seed{'s' * (n > 1)} per eta)")
     save_figure(fig, out)
 
 
