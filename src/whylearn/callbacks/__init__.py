@@ -7,9 +7,11 @@ from whylearn.callbacks.grokking import FirstReach, ProgressMeasures
 from whylearn.callbacks.landscape import LinearRegions, LossLandscape, TimeToFit
 from whylearn.callbacks.noise import GradientNoise
 from whylearn.callbacks.norms import GradNorms, WeightNorms
-from whylearn.callbacks.progress import LogLines
+from whylearn.callbacks.progress import LogLines, StepProgressBar, StepTQDMProgressBar
 from whylearn.callbacks.sharpness import Sharpness
+from whylearn.callbacks.wandb_run import WandbRunSync, WandbWatch
 
 __all__ = ["DecisionBoundary", "GeneralizationGap", "GradNorms", "WeightNorms", "LogLines", "Sharpness", "LossLandscape",
            "LinearRegions", "TimeToFit", "GradientNoise"]
-__all__ += ["AttentionMaps", "CurveFigure", "FirstReach", "ProgressMeasures"]
+__all__ += ["AttentionMaps", "CurveFigure", "FirstReach", "ProgressMeasures", "StepProgressBar", "StepTQDMProgressBar",
+            "WandbRunSync", "WandbWatch"]
