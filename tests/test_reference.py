@@ -203,6 +203,17 @@ def test_fidelity_prints_one_table_over_all_runs(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
 
 
+def test_the_setting_leaves_out_seed_and_paths_and_writes_each_callback_as_one_item():
+    seeds = [fidelity.setting_of([f"seed={s}", "experiment=grokking", "paths.data_dir=x", "threads=1",
+                                  "+callbacks.early_stop._target_=lightning.pytorch.callbacks.EarlyStopping",
+                                  "+callbacks.early_stop.monitor=val/acc", "+callbacks.early_stop.mode=max",
+                                  "trainer.max_steps=100"]) for s in (0, 1)]
+    assert seeds[0] == seeds[1] == "callbacks.early_stop(mode=max, monitor=val/acc), trainer.max_steps=100"
+    other = fidelity.setting_of(["+callbacks.early_stop.monitor=val/loss", "trainer.max_steps=100"])
+    assert other != seeds[0]  # another callback field is another setting
+    assert fidelity.setting_of(["seed=3", "paths.root_dir=y"]) == ""
+
+
 def test_fidelity_all_lists_every_experiment_and_writes_the_docs_section(tmp_path, capsys):
     runs = tmp_path / "outputs"
     _fake_run(runs / "a", "mnist1d_mlp", 0, {"test/acc": 0.69}, ["experiment=mnist1d_mlp"], [GOOD])

@@ -113,13 +113,23 @@ def _overrides(run_dir: Path) -> list[str]:
 
 
 def setting_of(overrides: list[str]) -> str:
-    """The overrides that change what a run measures, sorted and joined (the seed, paths ... left out)."""
-    kept = []
+    """The overrides that change what a run measures, sorted and joined (the seed, paths ... left out).
+
+    The fields of one callback are written together, ``callbacks.early_stop(mode=max, monitor=val/acc)``
+    (its ``_target_`` left out), so that an added callback stays one readable item of the setting."""
+    kept, grouped = [], {}
     for o in overrides:
-        key = o.split("=", 1)[0].lstrip("+~")
+        key, _, value = o.lstrip("+~").partition("=")
         if any(key == ign.rstrip(".") or key.startswith(ign.rstrip(".") + ".") for ign in IGNORED_OVERRIDES):
             continue
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "callbacks" and not o.startswith("~"):
+            fields = grouped.setdefault(parts[1], [])
+            if parts[2] != "_target_":
+                fields.append(f"{parts[2]}={value}")
+            continue
         kept.append(o.lstrip("+"))
+    kept += [f"callbacks.{name}({', '.join(sorted(fields))})" for name, fields in grouped.items()]
     return ", ".join(sorted(kept))
 
 
