@@ -203,6 +203,16 @@ def test_fidelity_prints_one_table_over_all_runs(tmp_path, capsys):
     assert "is not a folder" in capsys.readouterr().err
 
 
+def test_a_run_whose_old_block_is_invalid_today_is_one_row_and_the_table_goes_on(tmp_path, capsys):
+    _fake_run(tmp_path / "old" / "a", "kepler", 0, {"x": 1.0}, ["experiment=kepler"],
+              [{"quantity": "x", "published": 1.0, "source": "a paper, Table 1"}], with_block=False)  # no tolerance
+    _fake_run(tmp_path / "new" / "a", "mnist1d_mlp", 0, {"test/acc": 0.69}, ["experiment=mnist1d_mlp"], [GOOD])
+    assert analyze_main(["fidelity", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| kepler | default | - | - | - | no reference block |" in out and "missing key 'tolerance'" in out
+    assert "| mnist1d_mlp | default | test/acc | 0.68 ± 0.02 | 0.69 (1 seed) | pass |" in out
+
+
 def test_the_setting_leaves_out_seed_and_paths_and_writes_each_callback_as_one_item():
     seeds = [fidelity.setting_of([f"seed={s}", "experiment=grokking", "paths.data_dir=x", "threads=1",
                                   "+callbacks.early_stop._target_=lightning.pytorch.callbacks.EarlyStopping",

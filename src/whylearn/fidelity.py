@@ -149,7 +149,10 @@ def load_run(run_dir: Path) -> Run:
     if "reference" in summary:
         block = summary["reference"]
     elif cfg is not None:  # a run from before the reference blocks: evaluate it now from its resolved config
-        block = reference.evaluate(reference.from_config(cfg), summary)
+        try:
+            block = reference.evaluate(reference.from_config(cfg), summary)
+        except reference.ReferenceBlockError as e:  # an older block format: one row says so, the table goes on
+            block = {"invalid": f"its config.yaml's block is not valid today: {e}"}
         recomputed = True
     else:
         block = None
@@ -201,6 +204,10 @@ def build_rows(runs: list[Run], all_experiments: dict[str, Any] | None = None) -
             block = r.block
             if block is None:
                 by_entry.setdefault("__missing__", Row(experiment, setting, kind="missing")).seeds.append(r.seed)
+                continue
+            if isinstance(block, dict) and "invalid" in block:
+                row = by_entry.setdefault("__invalid__", Row(experiment, setting, kind="missing", note=block["invalid"]))
+                row.seeds.append(r.seed)
                 continue
             if isinstance(block, dict):
                 nones[experiment].append((setting, r.seed, str(block.get("none"))))
