@@ -318,7 +318,8 @@ def substitute(text: str, cwd: Path, roots: list[Path]) -> str:
         found = [m for base in [cwd, *roots] for m in base.glob(pattern)]
         if not found:
             raise LookupError(f"nothing matches {token!r} ({pattern!r} under {[str(b) for b in [cwd, *roots]]}): the "
-                              f"command that makes it must come earlier in the same block")
+                              f"command that makes it must come earlier in the same ```bash block (each block runs "
+                              f"in a fresh folder)")
         newest = max(found, key=lambda m: m.stat().st_mtime)
         folder = str(newest.relative_to(cwd)) if newest.is_relative_to(cwd) else str(newest)
         return "/".join([folder, *rest])
