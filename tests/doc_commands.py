@@ -34,6 +34,8 @@ NOT_RUN = {
                                         "it before the tests; stopping it would take it from the scale-out tests",
     "python train.py config/train_shakespeare_char.py": "nanoGPT's own train.py, run in a clone of "
                                                         "github.com/karpathy/nanoGPT (the reference, not whylearn)",
+    "wandb": "W&B's own CLI (login, sync, sweep, agent) needs a W&B account and its server; this machine is offline "
+             "(tests/test_wandb.py reads the offline runs whylearn writes)",
 }
 # programs that only look at or prepare things; run as written by bash in the block's folder
 SHELL_UTILITIES = {"mkdir", "cat", "cp", "ls", "echo", "touch", "sinfo", "squeue", "head", "tail", "printf"}
@@ -131,6 +133,19 @@ def strip_comment(line: str) -> str:
             return line[:i].rstrip()
         prev = c
     return line.rstrip()
+
+
+def console_commands(content: str) -> str:
+    """The commands of a ```console block: the lines after a ``$ `` prompt (and their continuations), the
+    output lines blanked (line numbers kept)."""
+    out, cont = [], False
+    for line in content.splitlines():
+        if line.startswith("$ ") or cont:
+            out.append(line[2:] if line.startswith("$ ") and not cont else line)
+            cont = strip_comment(line).endswith("\\")
+        else:
+            out.append("")
+    return "\n".join(out)
 
 
 def split_block(content: str, first_line: int) -> list[tuple[int, str]]:
@@ -246,10 +261,6 @@ UNKNOWN_HELP = (
 
 def parse(where: str, block: str, text: str) -> tuple[Command | None, Problem | None]:
     holders = tuple(dict.fromkeys(PLACEHOLDER_RE.findall(text)))
-    unknown = [p for p in holders if p not in PLACEHOLDERS]
-    if unknown:
-        return None, Problem(where, f"`{text}`: placeholder(s) {unknown} have no substitution. Use one of "
-                                    f"{list(PLACEHOLDERS)} (see PLACEHOLDERS in tests/doc_commands.py) or add yours there.")
     masked = PLACEHOLDER_RE.sub("PLACEHOLDER", text)
     try:
         tokens = shlex.split(masked.split("\n")[0], comments=False)
@@ -259,6 +270,10 @@ def parse(where: str, block: str, text: str) -> tuple[Command | None, Problem | 
     reason = not_run_reason(" ".join(rest))
     if reason:
         return Command(where, block, text, env, rest, "not_run", reason, holders), None
+    unknown = [p for p in holders if p not in PLACEHOLDERS]
+    if unknown:
+        return None, Problem(where, f"`{text}`: placeholder(s) {unknown} have no substitution. Use one of "
+                                    f"{list(PLACEHOLDERS)} (see PLACEHOLDERS in tests/doc_commands.py) or add yours there.")
     if shell_syntax(masked):
         return Command(where, block, text, {}, [], "shell", placeholders=holders), None
     try:
@@ -279,6 +294,8 @@ def discover(root: Path = ROOT) -> tuple[dict[str, list[Command]], list[Problem]
         for where, kind, info, content in code_blocks(path, root):
             if kind == "fence" and info in SHELL_LANGS:
                 line = int(where.rsplit(":", 1)[1])
+                if info == "console":
+                    content = console_commands(content)
                 cmds = []
                 for n, text in split_block(content, line):
                     cmd, problem = parse(f"{where.rsplit(':', 1)[0]}:{n}", where, text)

@@ -30,7 +30,7 @@ Default suite (``test_documented_block``), in this process to spare ~5 s of impo
   stand-ins for whylearn's entry points on PATH that record each call; the calls are then run as above
   (the second and later calls of a loop composed).
 - ``make train``: a real ``make train ARGS=debug=fast_dev_run`` in the fresh folder.
-- a ```` ```python ```` block: executed.
+- a ```` ```python ```` block: executed (compiled only if it names a reader's run by placeholders).
 With WHYLEARN_ROOT (``test_documented_block_with_whylearn_root``): every whylearn-train command composed
 (no training) from a fresh folder with WHYLEARN_ROOT set elsewhere: its outputs must be under the root and
 nothing may be written to the working folder that the command does not name.
@@ -504,6 +504,9 @@ class BlockRun:
         return "script checked, its overrides composed" + (f" ({why_not})" if why_not else " (submitted in the slow suite)")
 
     def python_block(self, cmd: dc.Command) -> str:
+        if dc.PLACEHOLDER_RE.search(cmd.text):  # an example over a run of the reader's (<run>, <id>): compiled only
+            compile(cmd.text, cmd.where, "exec")
+            return "compiled (it names a run of the reader's by placeholders)"
         with _isolated(self.cwd, self.env):
             exec(compile(cmd.text, cmd.where, "exec"), {"__name__": "__doc_block__"})
         return "executed"
