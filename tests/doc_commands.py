@@ -114,7 +114,7 @@ def looks_like_commands(content: str) -> str | None:
               "PYTHONPATH=", "WANDB_MODE=", "sudo ", "for ", "mkdir ", "cd ")
     for line in content.splitlines():
         s = line.strip()
-        if s.startswith(starts):
+        if s.startswith(starts) or re.match(r"(\./)?scripts/[\w-]+\.sh\b", s):
             return s
     return None
 
@@ -214,6 +214,7 @@ def peel(tokens: list[str]) -> tuple[dict, list[str]]:
     return env, tokens
 
 
+SCRIPT_SH = r"(\./)?scripts/[\w-]+\.sh$"
 ENTRY_POINTS = {"whylearn-train": "train", "whylearn-eval": "eval", "whylearn-analyze": "analyze",
                 "whylearn-sample": "sample", "whylearn-landscape": "landscape"}
 MODULES = {"whylearn.train": "train", "whylearn.evaluate": "eval", "whylearn.analyze": "analyze",
@@ -238,6 +239,8 @@ def classify_argv(argv: list[str]) -> tuple[str, list[str]]:
         return "sbatch", argv
     if prog == "bash" and len(argv) >= 2 and re.match(r"slurm/\w+\.sh$", argv[1]):
         return "slurm_script", argv[1:]
+    if re.match(SCRIPT_SH, prog) or (prog == "bash" and len(argv) >= 2 and re.match(SCRIPT_SH, argv[1])):
+        return "shell", argv  # a shell script of scripts/: bash runs it, its whylearn calls recorded and run
     if prog in SHELL_UTILITIES:
         return "shell", argv
     return "unknown", argv
@@ -253,7 +256,7 @@ def not_run_reason(env_free_text: str) -> str | None:
 UNKNOWN_HELP = (
     "the documented-commands test does not know this command form. Make it one of the forms it runs "
     "(whylearn-train/-eval/-analyze/-sample/-landscape or `python -m whylearn.<module>`, `python scripts/<name>.py`, "
-    "`make <target>`, `sbatch slurm/<file>`, `bash slurm/<name>.sh`, a shell line with for/$()/heredocs around "
+    "`make <target>`, `sbatch slurm/<file>`, `bash slurm/<name>.sh`, `scripts/<name>.sh`, a shell line with for/$()/heredocs around "
     "those, or a shell utility like mkdir/cat), or, if it cannot run here, add it to NOT_RUN in "
     "tests/doc_commands.py with the reason."
 )
@@ -396,7 +399,7 @@ def write_shims(folder: Path) -> Path:
 
 def shim_env(env: dict, shims: Path) -> dict:
     return {**env, "PATH": f"{shims}{os.pathsep}{env.get('PATH', os.environ['PATH'])}",
-            "WHYLEARN_PYTHON": str(shims / "python")}
+            "WHYLEARN_PYTHON": str(shims / "python"), "WHYLEARN_TRAIN": str(shims / "whylearn-train")}
 
 
 def record(text: str, cwd: Path, env: dict, shims: Path, where: str = "") -> list[Command]:
