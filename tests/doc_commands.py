@@ -256,8 +256,8 @@ def not_run_reason(env_free_text: str) -> str | None:
 UNKNOWN_HELP = (
     "the documented-commands test does not know this command form. Make it one of the forms it runs "
     "(whylearn-train/-eval/-analyze/-sample/-landscape or `python -m whylearn.<module>`, `python scripts/<name>.py`, "
-    "`make <target>`, `sbatch slurm/<file>`, `bash slurm/<name>.sh`, `scripts/<name>.sh`, a shell line with for/$()/heredocs around "
-    "those, or a shell utility like mkdir/cat), or, if it cannot run here, add it to NOT_RUN in "
+    "`make <target>`, `sbatch slurm/<file>`, `bash slurm/<name>.sh`, `scripts/<name>.sh`, a shell line with "
+    "for/$()/heredocs around those, or a shell utility like mkdir/cat), or, if it cannot run here, add it to NOT_RUN in "
     "tests/doc_commands.py with the reason."
 )
 
