@@ -34,7 +34,11 @@ Default suite (``test_documented_block``), in this process to spare ~5 s of impo
 With WHYLEARN_ROOT (``test_documented_block_with_whylearn_root``): every whylearn-train command composed
 (no training) from a fresh folder with WHYLEARN_ROOT set elsewhere: its outputs must be under the root and
 nothing may be written to the working folder that the command does not name.
-Cost, measured: the default part of this file used 169 s of CPU (user + sys, children included).
+Cost, measured (2026-12-01, 118 default tests, load 15-20 on 2 cores): the default part of this file used
+217 s of CPU (user 200 + sys 18, children included; 17 min wall under that load). It runs in one process, so on
+an idle core that is about 3.5 min. The largest items: scripts/gpu_check.sh's 12 GPU calls (their first started
+to check it fails naming the GPU, the rest composed: 12 s), `make train` (a real process, 11 s), the first job of
+the ResNet-56 landscape sweep (11 s), README's run that whylearn-eval reads (10 s).
 Slow suite (``-m slow``, ``test_documented_block_runs_as_written``): every command as a real process,
 ``bash -c`` on the text as written, stand-ins that append the shortening to whylearn-train; every job
 of a sweep, real launchers, the benchmark scripts in full. GPU commands are skipped there with the reason.
@@ -179,6 +183,19 @@ def multiprocess_reason(args: list[str]) -> str | None:
     return None
 
 
+def slurm_down(argv: list[str]) -> str | None:
+    """For sinfo/squeue: why they cannot run here (no SLURM, or its controller is down), or None. As the SLURM
+    tests, a reason and not a failure: the cluster is started by `sudo bash slurm/local_cluster.sh` (not run here)."""
+    if not argv or argv[0] not in ("sinfo", "squeue"):
+        return None
+    if shutil.which(argv[0]) is None:
+        return f"not run: {argv[0]} is not installed here (no SLURM)"
+    up = subprocess.run(["sinfo", "-h"], capture_output=True, text=True, timeout=30)
+    if up.returncode != 0:
+        return f"not run: the SLURM controller is not up here ({(up.stderr or up.stdout).strip()[:120]})"
+    return None
+
+
 def sbatch_gpu_reason(argv: list[str]) -> str | None:
     script = next((a for a in argv[1:] if a.endswith(".sbatch")), None)
     text = (ROOT / script).read_text() if script and (ROOT / script).is_file() else ""
@@ -279,6 +296,9 @@ class BlockRun:
         if self.mode == "real":
             return self.real(cmd, feeds)
         if cmd.kind in ("shell", "slurm_script"):
+            down = slurm_down(cmd.argv)
+            if down:
+                return down
             text = dc.substitute(cmd.text, self.cwd, self.roots)
             calls = dc.record(text, self.cwd, self.env, self.shims, cmd.where)
             notes = [self.dispatch(c, feeds, first=(j == 0), cwd=Path(c.cwd)) for j, c in enumerate(calls)]
@@ -314,6 +334,9 @@ class BlockRun:
         if kind == "shell":  # a simple utility (mkdir, cat, sinfo): bash runs it as written
             if shutil.which(argv[0]) is None:
                 return f"{argv[0]} is not installed here" + (" (no SLURM)" if argv[0] in ("sinfo", "squeue") else "")
+            down = slurm_down(argv)
+            if down:
+                return down
             dc.record(cmd.text, cwd, env, self.shims, cmd.where)
             return "ran"
         raise CommandFailed(f"no runner for kind {kind!r}")
@@ -333,8 +356,8 @@ class BlockRun:
         if not feeds and key in _DONE and _DONE[key][0] != self.block:  # within a block, a repeat means something
             return f"same command as {_DONE[key][1]}: not run again"
         _DONE.setdefault(key, (self.block, cmd.where))
-        if gpu_reason(args) and not multirun and "trainer=gpu" in args and self.mode == "start":
-            # a GPU run on this CPU machine must fail at once, naming the GPU
+        if gpu_reason(args) and not multirun and "trainer=gpu" in args and self.mode == "start" and first:
+            # a GPU run on this CPU machine must fail at once, naming the GPU (the later calls of a loop: composed)
             try:
                 self.hydra_main("whylearn-train", argv, env, cwd, jobs="start")
             except BaseException as e:  # noqa: BLE001
