@@ -34,8 +34,8 @@ Default suite (``test_documented_block``), in this process to spare ~5 s of impo
 With WHYLEARN_ROOT (``test_documented_block_with_whylearn_root``): every whylearn-train command composed
 (no training) from a fresh folder with WHYLEARN_ROOT set elsewhere: its outputs must be under the root and
 nothing may be written to the working folder that the command does not name.
-Cost, measured (2026-12-01, 118 default tests, load 15-20 on 2 cores): the default part of this file used
-217 s of CPU (user 200 + sys 18, children included; 17 min wall under that load). It runs in one process, so on
+Cost, measured (2026-12-01, 118 default tests, load ~20 on 2 cores): the default part of this file used
+206 s of CPU (user 190 + sys 17, children included; 10 min wall under that load). It runs in one process, so on
 an idle core that is about 3.5 min. The largest items: scripts/gpu_check.sh's 12 GPU calls (their first started
 to check it fails naming the GPU, the rest composed: 12 s), `make train` (a real process, 11 s), the first job of
 the ResNet-56 landscape sweep (11 s), README's run that whylearn-eval reads (10 s).
