@@ -1,14 +1,15 @@
-"""Figures and tables across the runs of a Hydra multirun, for docs/experiments.md.
+"""Figures and tables across the runs of Hydra multiruns (or of a runs/ folder), for docs/experiments.md.
 
-    PYTHONPATH=src python scripts/landscape_figures.py eos      MULTIRUN_DIR --out docs/figures/edge_of_stability.png
-    PYTHONPATH=src python scripts/landscape_figures.py regions  MULTIRUN_DIR --out docs/figures/linear_regions.png
-    PYTHONPATH=src python scripts/landscape_figures.py init     MULTIRUN_DIR --out docs/figures/init_scale.png
-    PYTHONPATH=src python scripts/landscape_figures.py bslr     SWEEP_DIR    --out docs/figures/batch_size_lr.png
-    PYTHONPATH=src python scripts/landscape_figures.py resnet   MULTIRUN_DIR --out docs/figures/resnet_mnist_landscapes.png
-    PYTHONPATH=src python scripts/landscape_figures.py omnigrok MULTIRUN_DIR --out docs/figures/omnigrok_mnist.png
+    python scripts/landscape_figures.py eos      outputs/edge_of_stability/multiruns/<date> --out docs/figures/edge_of_stability.png
+    python scripts/landscape_figures.py regions  outputs/linear_regions/multiruns/<date> --out docs/figures/linear_regions.png
+    python scripts/landscape_figures.py init     outputs/init_scale/multiruns/<date> --out docs/figures/init_scale.png
+    python scripts/landscape_figures.py bslr     outputs/batch_size_lr --out docs/figures/batch_size_lr.png
+    python scripts/landscape_figures.py resnet   outputs/loss_landscape_mnist/multiruns/<date> \\
+        outputs/loss_landscape_mnist_56/multiruns/<date> --out docs/figures/resnet_mnist_landscapes.png
+    python scripts/landscape_figures.py omnigrok outputs/omnigrok_mnist/runs --out docs/figures/omnigrok_mnist.png
 
-Each run folder of the multirun (0/, 1/, ...) holds config.yaml, summary.json and csv/metrics.csv.
-Prints a Markdown table of the runs.
+Each run folder inside the given folders (0/, 1/, ... of a multirun) holds config.yaml, summary.json and
+csv/metrics.csv; the runs of several folders are drawn together. Prints a Markdown table of the runs.
 """
 
 from __future__ import annotations

@@ -2,9 +2,15 @@
 
     whylearn-sample outputs/shakespeare_char_cpu/runs/<date>/ --prompt "ROMEO:" --max-new-tokens 300
     whylearn-sample path/to/last.ckpt --temperature 0.8 --top-k 200 --seed 1 --num-samples 3
+    whylearn-sample path/to/run --prompt FILE:prompt.txt
 
 The run directory (or the checkpoint's ``checkpoints/..``) holds ``config.yaml``, from which the
 datamodule (for its cached tokenizer) and the model are rebuilt; the weights come from the checkpoint.
+
+The prompt is taken literally: a backslash is a backslash and any Unicode character is itself
+(a newline in the prompt comes from the shell, e.g. ``$'ROMEO:\\n'``, or from a file). As in
+nanoGPT's ``sample.py``, ``--prompt FILE:path`` reads the prompt from a UTF-8 file. Characters a
+character-level model has never seen are named in the error, with their code points.
 """
 
 from __future__ import annotations
@@ -68,19 +74,52 @@ def sample(model, tokenizer, prompt: str = "\n", max_new_tokens: int = 500, temp
     return [tokenizer.decode(row.tolist()) for row in out]
 
 
+def read_prompt(prompt: str) -> str:
+    """The prompt as given, or the content of ``path`` for ``FILE:path`` (UTF-8), as nanoGPT's sample.py.
+
+    Raises:
+        FileNotFoundError / UnicodeDecodeError: the ``FILE:`` path is missing or not UTF-8 (named in the message).
+    """
+    if not prompt.startswith("FILE:"):
+        return prompt
+    path = Path(prompt[len("FILE:"):]).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"--prompt FILE:{path}: no such file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--prompt FILE:{path} is not UTF-8 text ({e})") from None
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="whylearn-sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a whylearn-train run directory or a .ckpt file inside it")
-    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument("--prompt", default="\n",
+                        help="text to continue, taken literally (default: a newline); FILE:path reads it from a file")
     parser.add_argument("--max-new-tokens", type=int, default=500)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     parser.add_argument("--top-k", type=int, default=200, help="keep the k most likely tokens; 0 = all")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-samples", type=int, default=1)
+    parser.add_argument("--num-samples", type=_positive, default=1, help="independent samples, one after another")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    try:
+        prompt = read_prompt(args.prompt)
+    except (OSError, ValueError) as e:
+        parser.error(str(e))
     model, tokenizer = load_model(args.checkpoint, args.device)
-    texts = sample(model, tokenizer, args.prompt.encode().decode("unicode_escape"), args.max_new_tokens,
+    try:
+        tokenizer.encode(prompt)
+    except KeyError as e:  # UnknownCharacterError: the characters, their code points and positions
+        parser.error(f"the prompt cannot be encoded: {e}")
+    texts = sample(model, tokenizer, prompt, args.max_new_tokens,
                    args.temperature, args.top_k or None, args.seed, args.num_samples)
     for i, text in enumerate(texts):
         if i:

@@ -6,13 +6,15 @@ pickled dict with ``b"data"`` (10000, 3072) uint8 (channel-major rows: 1024 red,
 green, 1024 blue, each a 32x32 image in row-major order) and ``b"labels"`` (10000,).
 
 Safety: pickle can run code, so (1) every file's MD5 is checked against the official
-value before it is opened by pickle, (2) a downloaded archive's MD5 is checked before it
+value before it is opened by pickle (once: a pass is remembered until the file changes,
+:mod:`whylearn.data.integrity`), (2) a downloaded archive's MD5 is checked before it
 is unpacked, and (3) the unpickler admits only the few NumPy globals an array needs.
+``verify=False`` (``data.verify=false``) skips (1) for a variant of the data set made on
+purpose; (2) and (3) still hold.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -29,6 +31,10 @@ from whylearn.data.augment import AugmentMixin
 from whylearn.data.base import InMemoryDataModule, Split
 from whylearn.data.corruptions import CorruptionMixin
 from whylearn.data.idx import DataNotFoundError
+from whylearn.data.integrity import ChecksumError, checksum_error, is_verified, md5sum, remember_verified
+
+__all__ = ["CIFAR10DataModule", "ChecksumError", "DataNotFoundError", "download_cifar10", "load_cifar10", "md5sum",
+           "read_batch", "verify_md5"]
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +54,19 @@ TEST_FILES = ["test_batch"]
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-class ChecksumError(ValueError):
-    """A file's MD5 differs from the expected one; it was not unpickled or unpacked."""
+def verify_md5(path: str | os.PathLike, expected: str, remember: bool = False) -> None:
+    """Raises ChecksumError naming the file, both digests and the fix if ``path``'s MD5 is not ``expected``.
 
-
-def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def verify_md5(path: str | os.PathLike, expected: str) -> None:
-    """Raises ChecksumError naming the file and both digests if ``path``'s MD5 is not ``expected``."""
+    ``remember``: skip the digest if a stamp says this file (same size, mtime, inode) passed before,
+    and leave such a stamp after a pass.
+    """
+    if remember and is_verified(path, expected):
+        return
     got = md5sum(path)
     if got != expected:
-        raise ChecksumError(f"checksum mismatch for {path}: md5 {got}, expected {expected}. The file is corrupt or "
-                            f"not the official CIFAR-10 file; delete it to download it again.")
+        raise checksum_error(path, got, expected, "CIFAR-10")
+    if remember:
+        remember_verified(path, expected)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -115,11 +116,12 @@ def download_cifar10(data_dir: str | os.PathLike, url: str = URL, md5: str = ARC
     log.info("downloading %s", url)
     with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
         shutil.copyfileobj(r, f)
-    try:
-        verify_md5(tmp, md5)
-    except ChecksumError:
-        tmp.unlink(missing_ok=True)
-        raise
+    got = md5sum(tmp)
+    if got != md5:
+        tmp.unlink()
+        raise ChecksumError(f"checksum mismatch for the archive downloaded from {url}: md5 {got}, expected {md5}. "
+                            f"It was deleted and nothing was unpacked; run again to retry the download, or unpack "
+                            f"the official cifar-10-python.tar.gz into {root} yourself.")
     tmp.rename(archive)
     with tarfile.open(archive, "r:gz") as tar:
         members = tar.getmembers()
@@ -131,7 +133,7 @@ def download_cifar10(data_dir: str | os.PathLike, url: str = URL, md5: str = ARC
 
 
 def load_cifar10(data_dir: str | os.PathLike, download: bool = True, file_md5: dict[str, str] | None = None,
-                 url: str = URL, archive_md5: str = ARCHIVE_MD5) -> dict[str, Split]:
+                 url: str = URL, archive_md5: str = ARCHIVE_MD5, verify: bool = True) -> dict[str, Split]:
     """Load CIFAR-10 as uint8 images (N, 3, 32, 32) and labels (N,): ``{"train": 50000, "test": 10000}``.
 
     Args:
@@ -139,6 +141,8 @@ def load_cifar10(data_dir: str | os.PathLike, download: bool = True, file_md5: d
         download: download and unpack the archive when files are missing.
         file_md5: expected MD5 per file name (default: the official files). ``{}`` skips the check.
         url, archive_md5: the archive and its MD5.
+        verify: check every file's MD5 before unpickling any (a pass is remembered until the file changes);
+            ``False`` for a variant of the data set made on purpose (the restricted unpickler still applies).
 
     Raises:
         DataNotFoundError: files missing and not downloadable (names the paths searched).
@@ -164,8 +168,8 @@ def load_cifar10(data_dir: str | os.PathLike, download: bool = True, file_md5: d
             f"(unpack cifar-10-python.tar.gz there), or allow the download from {url}."
         )
     for n in names:  # every checksum first: nothing is unpickled unless all files are the expected ones
-        if file_md5.get(n) is not None:
-            verify_md5(folder / n, file_md5[n])
+        if verify and file_md5.get(n) is not None:
+            verify_md5(folder / n, file_md5[n], remember=True)
     parts = {n: read_batch(folder / n, None) for n in names}
     def cat(files):
         return Split(torch.from_numpy(np.concatenate([parts[n][0] for n in files])),
@@ -179,6 +183,7 @@ class CIFAR10DataModule(CorruptionMixin, AugmentMixin, InMemoryDataModule):
     Args:
         data_dir: the folder holding ``cifar-10-batches-py/``.
         download: download (checksummed) when files are missing.
+        verify: check local files against the official MD5s on first use (see :func:`load_cifar10`).
         normalize: per-channel standardization with the training images' mean and std.
         file_md5, url, archive_md5: see :func:`load_cifar10` (tests use their own files).
         corruption, corruption_prob: Zhang et al. 2017 corruptions (:mod:`whylearn.data.corruptions`).
@@ -193,19 +198,19 @@ class CIFAR10DataModule(CorruptionMixin, AugmentMixin, InMemoryDataModule):
 
     def __init__(self, data_dir: str = "data", download: bool = True, normalize: bool = True,
                  file_md5: dict[str, str] | None = None, url: str = URL, archive_md5: str = ARCHIVE_MD5,
-                 **kwargs) -> None:
+                 verify: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.data_dir, self.download, self.normalize = data_dir, download, normalize
+        self.data_dir, self.download, self.normalize, self.verify = data_dir, download, normalize, bool(verify)
         self.file_md5 = None if file_md5 is None else dict(file_md5)
         self.url, self.archive_md5 = url, archive_md5
         self.channel_mean: torch.Tensor | None = None
         self.channel_std: torch.Tensor | None = None
 
     def prepare_data(self) -> None:
-        load_cifar10(self.data_dir, self.download, self.file_md5, self.url, self.archive_md5)
+        load_cifar10(self.data_dir, self.download, self.file_md5, self.url, self.archive_md5, self.verify)
 
     def load_splits(self) -> dict[str, Split]:
-        raw = load_cifar10(self.data_dir, self.download, self.file_md5, self.url, self.archive_md5)
+        raw = load_cifar10(self.data_dir, self.download, self.file_md5, self.url, self.archive_md5, self.verify)
         xtr = raw["train"].x.float().div_(255.0)
         xte = raw["test"].x.float().div_(255.0)
         if self.normalize:

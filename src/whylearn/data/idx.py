@@ -4,6 +4,12 @@ Files are read from ``<data_dir>/<Name>/raw/`` (the layout torchvision leaves),
 gzipped or not. When they are missing, they are downloaded there and checked
 against the MD5 of their *uncompressed* content before use; when that fails,
 the error names every path searched and how to provide the files.
+
+Local files are checked the same way on first use (``verify=True``, the default): a file whose
+uncompressed content does not have the official MD5 is refused with an error naming it, before
+anything trains on it; a pass is remembered (:mod:`whylearn.data.integrity`), so later runs skip
+the digest until the file changes. ``verify=False`` (``data.verify=false``) reads a variant of the
+data set made on purpose. A damaged ``.gz`` gives an error naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 import os
 import shutil
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from whylearn.data.base import InMemoryDataModule, Split
+from whylearn.data.integrity import ChecksumError, CorruptDataError, verify
+
+__all__ = ["ChecksumError", "CorruptDataError", "DataNotFoundError", "FashionMNISTDataModule", "IDXDataModule",
+           "MNISTDataModule", "load_idx_dataset", "parse_idx", "read_idx"]
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +59,34 @@ class DataNotFoundError(FileNotFoundError):
     """Data files are missing and could not be downloaded; the message says where we looked."""
 
 
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The content of a file, uncompressed if its name ends in ``.gz``.
+
+    Raises:
+        CorruptDataError: a damaged or truncated gzip file (the message names it and the fix).
+    """
+    path = Path(path)
+    if path.suffix != ".gz":
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise CorruptDataError(
+            f"{path} is not a complete gzip file ({type(e).__name__}: {e}). It was probably cut short by an "
+            f"interrupted download or copy: delete it and run again to download it again, or replace it with the "
+            f"official file."
+        ) from None
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (gzipped if its name ends in ``.gz``) into an array.
 
     Raises:
+        CorruptDataError: a damaged gzip file.
         ValueError: the header is not IDX or the payload size disagrees with it.
     """
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    return parse_idx(data, str(path))
+    return parse_idx(read_bytes(path), str(path))
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -106,11 +134,21 @@ def _download(folder: str, raw: Path, files: dict[str, str]) -> list[str]:
     return errors
 
 
-def load_idx_dataset(folder: str, data_dir: str | os.PathLike, files: dict[str, str], download: bool = True) -> dict[str, Split]:
+def load_idx_dataset(folder: str, data_dir: str | os.PathLike, files: dict[str, str], download: bool = True,
+                     verify_files: bool = True) -> dict[str, Split]:
     """Load ``<data_dir>/<folder>/raw/`` as uint8 images (N, 28, 28) and long labels (N,).
+
+    Args:
+        folder: ``MNIST`` or ``FashionMNIST``.
+        data_dir: the folder holding ``<folder>/raw/``.
+        files: file stem -> MD5 of the official uncompressed file.
+        download: download missing files (checked against the same MD5s).
+        verify_files: check each local file's uncompressed MD5 against ``files`` on first use (remembered).
 
     Raises:
         DataNotFoundError: files missing and not downloadable; names the paths searched.
+        ChecksumError: a file is not the official one (``verify_files``); names it and the fix.
+        CorruptDataError: a file cannot be read (damaged gzip, not IDX); names it and the fix.
     """
     raw = Path(data_dir).expanduser() / folder / "raw"
     missing = [s for s in files if _find(raw, s) is None]
@@ -126,7 +164,17 @@ def load_idx_dataset(folder: str, data_dir: str | os.PathLike, files: dict[str, 
             f"Provide them by setting data.data_dir (or paths.data_dir) to a folder holding "
             f"{folder}/raw/<file>[.gz] (the torchvision layout), or allow the download from {_MIRRORS[folder][0]}."
         )
-    arrays = {s: read_idx(_find(raw, s)) for s in files}
+    arrays = {}
+    for stem, md5 in files.items():
+        path = _find(raw, stem)
+        data = read_bytes(path)
+        if verify_files:
+            verify(path, md5, folder, content=data, of="uncompressed content" if path.suffix == ".gz" else "content")
+        try:
+            arrays[stem] = parse_idx(data, str(path))
+        except ValueError as e:
+            raise CorruptDataError(f"{e}. Delete the file and run again to download the official one, or replace "
+                                   f"it with the official file.") from None
     def split(prefix):
         return Split(
             torch.from_numpy(arrays[f"{prefix}-images-idx3-ubyte"].copy()),
@@ -141,6 +189,8 @@ class IDXDataModule(InMemoryDataModule):
     Args:
         data_dir: the folder holding ``<Name>/raw/``.
         download: try to download missing files (checksummed).
+        verify: check each local file against the official MD5 on first use (the pass is remembered until
+            the file changes); ``False`` for a variant of the data set made on purpose.
         resize: side length to resize to (e.g. 20 for the 20x20 digits of the
             perceptron story); area interpolation when shrinking, bilinear when growing.
         binarize: threshold at 0.5 after scaling to [0, 1]: black-and-white pixels in {0, 1}.
@@ -157,9 +207,9 @@ class IDXDataModule(InMemoryDataModule):
 
     def __init__(self, data_dir: str = "data", download: bool = True, resize: int | None = None,
                  binarize: bool = False, classes: list[int] | None = None, normalize: bool = True,
-                 flatten: bool = False, **kwargs) -> None:
+                 flatten: bool = False, verify: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.data_dir, self.download = data_dir, download
+        self.data_dir, self.download, self.verify = data_dir, download, bool(verify)
         self.resize, self.binarize, self.flatten, self.normalize = resize, binarize, flatten, normalize
         self.classes = list(classes) if classes is not None else None
         if self.classes is not None:
@@ -196,10 +246,10 @@ class IDXDataModule(InMemoryDataModule):
         return Split(x.contiguous(), y), stats
 
     def prepare_data(self) -> None:
-        load_idx_dataset(self.folder, self.data_dir, self.files, self.download)
+        load_idx_dataset(self.folder, self.data_dir, self.files, self.download, self.verify)
 
     def load_splits(self) -> dict[str, Split]:
-        raw = load_idx_dataset(self.folder, self.data_dir, self.files, self.download)
+        raw = load_idx_dataset(self.folder, self.data_dir, self.files, self.download, self.verify)
         train, stats = self._transform(raw["train"], None)
         test, _ = self._transform(raw["test"], stats)
         return {"train": train, "test": test}

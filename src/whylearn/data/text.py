@@ -12,14 +12,24 @@ consecutive tokens at uniformly random offsets: inputs are the first
 As every whylearn datamodule, the token ids live on the training device as one
 tensor and the training loader yields chunks of ``steps_per_chunk`` mini-batches,
 gathered by one index operation, for :class:`~whylearn.tasks.base.FastTask`.
+
+The cache is checked before use: its ``meta.json`` records the format, the token counts and the
+SHA-256 of each ``.bin`` file, and a cache that disagrees with it (a truncated or edited file, a
+missing tokenizer, one written by another version of whylearn) is rebuilt from the text, with a
+warning naming it. A cache is built in a temporary folder and renamed into place, so a run killed
+while tokenizing leaves nothing half-written behind. A text too short for ``block_size`` is refused
+before anything is written, with the minimum length in the message.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,15 +39,32 @@ import torch
 from torch import Tensor
 
 from whylearn.data.base import Chunk, Split, TrainerPlacement
+from whylearn.data.integrity import cache_root
+
+log = logging.getLogger(__name__)
 
 TOKENIZERS = ("char", "bpe")
+CACHE_FORMAT = 2  # meta.json with token counts and SHA-256 of each .bin file
+
+
+class UnknownCharacterError(KeyError):
+    """Characters outside a character tokenizer's vocabulary; the message names each one and its code point."""
+
+    def __str__(self) -> str:  # KeyError would show the message quoted, as a key
+        return str(self.args[0])
+
+
+def describe_char(c: str) -> str:
+    """``'é' (U+00E9)``: a character as it is, with its code point (control characters escaped by repr)."""
+    return f"{c!r} (U+{ord(c):04X})"
 
 
 class CharTokenizer:
     """Characters as tokens: id = rank of the character in the sorted set of the training text's characters.
 
     Raises:
-        KeyError: on encoding a character that is not in the vocabulary (named in the message).
+        UnknownCharacterError: (a ``KeyError``) on encoding characters that are not in the vocabulary;
+            the message names each of them, with its code point and first position.
     """
 
     kind = "char"
@@ -57,9 +84,15 @@ class CharTokenizer:
     def encode(self, text: str) -> list[int]:
         try:
             return [self.stoi[c] for c in text]
-        except KeyError as e:
-            raise KeyError(f"character {e.args[0]!r} is not in the vocabulary of {self.vocab_size} characters "
-                           f"seen in the training text") from None
+        except KeyError:
+            unknown = {}
+            for i, c in enumerate(text):
+                if c not in self.stoi:
+                    unknown.setdefault(c, i)
+            listed = ", ".join(f"{describe_char(c)} at position {i}" for c, i in unknown.items())
+            raise UnknownCharacterError(
+                f"{'character' if len(unknown) == 1 else 'characters'} {listed} not in the vocabulary of "
+                f"{self.vocab_size} characters seen in the training text") from None
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
@@ -111,6 +144,21 @@ class BPETokenizer:
 
     def save(self, path: Path) -> None:
         self.tok.save(str(path))
+
+
+class StaleCacheError(Exception):
+    """A token cache that is missing, incomplete or disagrees with its meta.json (it is rebuilt)."""
+
+
+def min_text_length(block_size: int, val_fraction: float) -> int:
+    """The fewest characters whose training and validation parts both hold ``block_size + 1`` characters."""
+    need = block_size + 1
+    # a lower bound to start from: the validation part n - floor((1 - f) n) is at most f n + 1, the training part
+    # at most (1 - f) n
+    n = max(need, int((need - 1) / val_fraction), int(need / (1 - val_fraction))) - 1
+    while not (int(n * (1 - val_fraction)) >= need and n - int(n * (1 - val_fraction)) >= need):
+        n += 1
+    return n
 
 
 def _pieces(text: str, size: int = 1 << 16) -> Iterator[str]:
@@ -287,48 +335,140 @@ class TextDataModule(TrainerPlacement, L.LightningDataModule):
         if self.cache_dir is not None:
             base = Path(self.cache_dir)
         else:  # not beside the text: data folders are often read-only
-            base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whylearn" / "text"
+            base = cache_root() / "text"
         d = base / f"{self.tokenizer_kind}-{h.hexdigest()[:16]}"
         return {"dir": d, "train": d / "train.bin", "val": d / "val.bin", "tokenizer": d / "tokenizer.json",
                 "meta": d / "meta.json"}
 
-    def prepare_data(self) -> None:
-        text = read_text(self.path, self.hf_dataset, self.data_files, self.hf_split, self.text_field)
-        paths = self._cache_paths(text)
-        if paths["meta"].is_file():
+    def _read(self) -> str:
+        return read_text(self.path, self.hf_dataset, self.data_files, self.hf_split, self.text_field)
+
+    @property
+    def _source(self) -> str:
+        return f"text file {self.path}" if self.path is not None else f"text of {self.hf_dataset}"
+
+    def _check_length(self, train_tokens: int, val_tokens: int) -> None:
+        """Both parts need block_size + 1 tokens (one window); else an error with the minimum length."""
+        need = self.block_size + 1
+        if train_tokens >= need and val_tokens >= need:
             return
+        raise ValueError(
+            f"the {self._source} is too short for block_size={self.block_size}: its training part has "
+            f"{train_tokens} tokens and its validation part (the last {self.val_fraction:g} of the characters) "
+            f"{val_tokens}; each needs at least block_size + 1 = {need}. With val_fraction={self.val_fraction:g} "
+            f"that takes at least {min_text_length(self.block_size, self.val_fraction)} characters"
+            f"{' (more with BPE, whose tokens span several characters)' if self.tokenizer_kind == 'bpe' else ''}. "
+            f"Use a longer text or a smaller data.block_size.")
+
+    def _build_cache(self, text: str, paths: dict[str, Path]) -> None:
+        """Tokenize ``text`` and write the cache into a temporary folder, then rename it into place."""
         n = len(text)
+        if n == 0:
+            raise ValueError(f"the {self._source} is empty; a language model needs at least "
+                             f"{min_text_length(self.block_size, self.val_fraction)} characters with "
+                             f"block_size={self.block_size} and val_fraction={self.val_fraction:g}")
         cut = int(n * (1 - self.val_fraction))
         train_text, val_text = text[:cut], text[cut:]
         if self.tokenizer_kind == "char":
+            self._check_length(len(train_text), len(val_text))  # before fitting anything
             tok = CharTokenizer.fit(train_text)
             val_text = "".join(c for c in val_text if c in tok.stoi)  # characters unseen in training are dropped
         elif self.tokenizer_file is not None:
             tok = BPETokenizer.from_file(self.tokenizer_file)
         else:
             tok = BPETokenizer.fit(train_text, self.bpe_vocab_size)
-        dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32
-        paths["dir"].mkdir(parents=True, exist_ok=True)
-        tok.save(paths["tokenizer"])
-        for name, part in (("train", train_text), ("val", val_text)):
-            np.asarray(tok.encode(part), dtype=dtype).tofile(paths[name])
-        meta = {"dtype": np.dtype(dtype).name, "vocab_size": tok.vocab_size, "train_chars": len(train_text),
-                "val_chars": len(val_text), "tokenizer": self.tokenizer_kind}
-        paths["meta"].write_text(json.dumps(meta))  # written last: marks a complete cache
+        dtype = np.dtype(np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32)
+        ids = {"train": np.asarray(tok.encode(train_text), dtype=dtype), "val": np.asarray(tok.encode(val_text), dtype=dtype)}
+        self._check_length(len(ids["train"]), len(ids["val"]))
+        final = paths["dir"]
+        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        tmp.mkdir(parents=True)
+        try:
+            tok.save(tmp / "tokenizer.json")
+            meta = {"format": CACHE_FORMAT, "dtype": dtype.name, "vocab_size": tok.vocab_size,
+                    "train_chars": len(train_text), "val_chars": len(val_text), "tokenizer": self.tokenizer_kind}
+            for name, arr in ids.items():
+                (tmp / f"{name}.bin").write_bytes(arr.tobytes())
+                meta[f"{name}_tokens"] = int(arr.shape[0])
+                meta[f"{name}_sha256"] = hashlib.sha256(arr.tobytes()).hexdigest()
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            if final.exists():  # a stale cache (the caller found it wrong)
+                shutil.rmtree(final)
+            try:
+                tmp.rename(final)
+            except OSError:  # another process put a cache there meanwhile: keep theirs
+                if not (final / "meta.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _load_cache(self, paths: dict[str, Path]) -> tuple[object, dict, np.ndarray, np.ndarray]:
+        """(tokenizer, meta, train ids, val ids) from the cache after checking it against its meta.
+
+        Raises:
+            StaleCacheError: the cache is missing, incomplete or disagrees with its meta (the reason says how).
+        """
+        d = paths["dir"]
+        if not paths["meta"].is_file():
+            raise StaleCacheError(f"no token cache in {d} yet")
+        try:
+            meta = json.loads(paths["meta"].read_text())
+        except ValueError as e:
+            raise StaleCacheError(f"{paths['meta']} is not valid JSON ({e})") from None
+        if meta.get("format") != CACHE_FORMAT:
+            raise StaleCacheError(f"{paths['meta']} is format {meta.get('format', 1)}, this whylearn writes "
+                                  f"format {CACHE_FORMAT}")
+        dtype = np.dtype(meta["dtype"])
+        parts = {}
+        for name in ("train", "val"):
+            p = paths[name]
+            if not p.is_file():
+                raise StaleCacheError(f"{p} is missing")
+            raw = p.read_bytes()
+            if len(raw) != meta[f"{name}_tokens"] * dtype.itemsize:
+                raise StaleCacheError(f"{p} holds {len(raw)} bytes, its meta says {meta[f'{name}_tokens']} "
+                                      f"{dtype.name} tokens")
+            if hashlib.sha256(raw).hexdigest() != meta[f"{name}_sha256"]:
+                raise StaleCacheError(f"{p} differs from the SHA-256 in its meta")
+            parts[name] = np.frombuffer(raw, dtype=dtype)
+        try:
+            tok = load_tokenizer(paths["tokenizer"])
+        except (OSError, ValueError, KeyError) as e:
+            raise StaleCacheError(f"the tokenizer {paths['tokenizer']} cannot be loaded ({type(e).__name__}: {e})") from None
+        if tok.vocab_size != meta["vocab_size"]:
+            raise StaleCacheError(f"the tokenizer has {tok.vocab_size} tokens, the meta says {meta['vocab_size']}")
+        top = max((int(a.max()) for a in parts.values() if a.size), default=-1)
+        if top >= tok.vocab_size:
+            raise StaleCacheError(f"token id {top} is outside the vocabulary of {tok.vocab_size}")
+        return tok, meta, parts["train"], parts["val"]
+
+    def prepare_data(self) -> None:
+        """Tokenize and cache the text unless a valid cache exists (a stale one is rebuilt)."""
+        text = self._read()
+        paths = self._cache_paths(text)
+        try:
+            self._load_cache(paths)
+        except StaleCacheError as e:
+            if paths["meta"].is_file() or paths["dir"].exists():
+                log.warning("rebuilding the token cache %s: %s", paths["dir"], e)
+            self._build_cache(text, paths)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_tokens is not None:
             return
-        text = read_text(self.path, self.hf_dataset, self.data_files, self.hf_split, self.text_field)
+        text = self._read()
         paths = self._cache_paths(text)
-        if not paths["meta"].is_file():
-            self.prepare_data()
-        meta = json.loads(paths["meta"].read_text())
-        self.tokenizer = load_tokenizer(paths["tokenizer"])
-        self.meta = meta
-        def read(p):
-            return torch.from_numpy(np.memmap(p, dtype=meta["dtype"], mode="r").astype(np.int64))
-        self.train_tokens, self.val_tokens = read(paths["train"]), read(paths["val"])
+        try:
+            tok, meta, train, val = self._load_cache(paths)
+        except StaleCacheError as e:
+            if paths["dir"].exists():
+                log.warning("rebuilding the token cache %s: %s", paths["dir"], e)
+            self._build_cache(text, paths)
+            tok, meta, train, val = self._load_cache(paths)
+        self._check_length(len(train), len(val))
+        self.tokenizer, self.meta = tok, meta
+        self.train_tokens = torch.from_numpy(train.astype(np.int64))
+        self.val_tokens = torch.from_numpy(val.astype(np.int64))
         self.chars_per_token = meta["val_chars"] / max(self.val_tokens.shape[0], 1)
         self._make_splits()
 
