@@ -2,6 +2,7 @@
 
     whylearn-analyze sweep outputs/double_descent_mnist1d_cpu/multiruns/<date> --x params
     whylearn-analyze sweep outputs/random_labels/multiruns/<date> --curve train/loss --x data.corruption
+    whylearn-analyze fidelity outputs          (published beside measured over every run: whylearn.fidelity)
 
 ``sweep`` reads every job's ``summary.json`` (and the overrides Hydra recorded in
 ``.hydra/overrides.yaml``) into one table, ``sweep.csv`` and ``sweep.md``; draws a metric
@@ -28,6 +29,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from whylearn import fidelity  # noqa: E402
 from whylearn.analysis.plotting import save_figure  # noqa: E402
 
 MAIN_KEYS = ("params", "train/err", "val/err", "test/err", "train/loss", "test/loss", "steps", "status")
@@ -267,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--out", default=None, help="output folder (default: the multirun folder)")
     sp.add_argument("--linear-x", action="store_true", help="linear instead of log x axis")
     sp.add_argument("--tol", type=float, default=0.0, help="training error counted as zero (interpolation)")
+    fidelity.add_parser(sub)
     args = ap.parse_args(argv)
+    if args.command == "fidelity":
+        return fidelity.main(args)
     try:
         res = sweep(args.root, args.x, args.metric, args.out, args.curve, not args.linear_x, args.tol)
     except (FileNotFoundError, ValueError) as e:

@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from whylearn import build
+from whylearn import build, reference
 
 log = logging.getLogger("whylearn")
 
@@ -66,6 +66,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from whylearn.tasks.base import flush_logs, get_history
 
     _quiet_third_parties()
+    refs = reference.from_config(cfg)  # a malformed reference block fails here, before anything is written
+    reference.activate(refs)  # figures draw the published values they are named in
     out = build.run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -121,6 +123,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except BaseException as e:
         status = "interrupted" if isinstance(e, (jobs.Preempted, KeyboardInterrupt, SystemExit)) else "failed"
         summary.update({"status": status, "error": f"{type(e).__name__}: {e}", "steps": int(trainer.global_step)})
+        summary["reference"] = reference.evaluate(refs, summary)
         if zero:
             write_summary(summary_path, summary)
             plot_run(get_history(task), out / "figures")
@@ -137,6 +140,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return summary
     flush_logs(task, wait=True)
     figures = plot_run(get_history(task), out / "figures")
+    summary["reference"] = reference.evaluate(refs, summary)  # published beside measured, with verdicts
     write_summary(summary_path, summary)
     for lg in loggers:
         if hasattr(lg, "save"):
@@ -173,6 +177,7 @@ def _report(cfg: DictConfig, out: Path, summary: dict, loggers: list) -> None:
                          f"upload offline runs with `wandb sync {lg.save_dir}/wandb/offline-run-*`)")
     shown = {k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None}
     lines.append("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+    lines += reference.report_lines(summary.get("reference"))
     log.info("\n".join(lines))
 
 

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from whylearn.analysis.plotting import save_figure  # noqa: E402
 from whylearn.tasks.base import History  # noqa: E402
 
 # figure name -> (title, y label, [(key, label), ...], log-y)
@@ -69,11 +70,7 @@ def plot_series(history: History, keys: Iterable[tuple[str, str]], title: str, y
         ax.set_xscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, grid=False)  # also draws the run's published values for this figure
 
 
 def plot_run(history: History, figures_dir: str | Path) -> list[Path]:
