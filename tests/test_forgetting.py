@@ -115,6 +115,19 @@ def test_merged_penalty_has_the_gradient_of_eq3_summed_over_tasks():
         ContinualClassificationTask(model, 3, functools.partial(torch.optim.SGD, lr=0.1), ewc_lambda=-1.0)
 
 
+def test_heads_of_the_task_and_class_incremental_scenarios():
+    masks = [torch.tensor([True, True, False, False]), torch.tensor([True, True, True, True])]
+    opt = functools.partial(torch.optim.SGD, lr=0.1)
+    own = ContinualClassificationTask(MLP(3, 4, hidden=[]), 4, opt, allowed=masks, own_heads=True)
+    shared = ContinualClassificationTask(MLP(3, 4, hidden=[]), 4, opt, allowed=masks, own_heads=False)
+    for t in (own, shared):
+        t.start_task(1, seed=0)
+    ids = torch.tensor([0, 1])
+    assert torch.equal(own.allowed(ids), torch.stack(masks))  # each sample with its own task's classes
+    assert torch.equal(shared.allowed(ids), masks[1])  # every sample with the classes seen so far
+    assert ContinualClassificationTask(MLP(3, 4, hidden=[]), 4, opt).allowed(0) is None  # permuted: all classes
+
+
 def test_plain_sgd_forgets_ewc_and_replay_keep_it(make_cfg, tmp_path):
     """Reduced benchmark (split MNIST-1D, task-incremental, 5 tasks of 300 steps, 1 seed): plain SGD loses
     accuracy on the earlier tasks as the later ones are trained; EWC and a 50-example-per-task rehearsal

@@ -42,7 +42,7 @@ from whylearn.analysis.plotting import save_figure  # noqa: E402
 from whylearn.data.continual import ContinualTask, TaskSplitsDataModule, permuted_tasks, split_tasks  # noqa: E402
 from whylearn.tasks.base import FastTask  # noqa: E402
 from whylearn.tasks.classic import SweepTask  # noqa: E402
-from whylearn.tasks.studies import call_with_facts, quiet_trainer, write_summary  # noqa: E402
+from whylearn.tasks.studies import call_with_facts, is_smoke_test, quiet_trainer, write_summary  # noqa: E402
 
 log = logging.getLogger("whylearn")
 
@@ -60,6 +60,9 @@ class ContinualClassificationTask(FastTask):
         optimizer: optimizer factory; a fresh optimizer is made for every task (each task is its own fit).
         allowed: per task index, the classes the network may answer with (bool (C,)), or None for all
             (task- and class-incremental heads; None everywhere for permuted tasks).
+        own_heads: True (task-incremental): every sample, replayed or evaluated, is answered with its
+            own task's classes; False (class-incremental): with the classes of the task being trained
+            (all classes seen so far).
         ewc_lambda: EWC's lambda (0: off).
         l2_lambda: the L2 baseline's lambda, F_i = 1 (0: off).
         replay_batch_size: stored examples replayed beside every mini-batch (0: off).
@@ -71,7 +74,7 @@ class ContinualClassificationTask(FastTask):
 
     def __init__(self, model: nn.Module, num_classes: int, optimizer: Callable[..., torch.optim.Optimizer],
                  allowed: Sequence[Tensor | None] | None = None, ewc_lambda: float = 0.0, l2_lambda: float = 0.0,
-                 replay_batch_size: int = 0, log_every_n_steps: int = 10**9) -> None:
+                 replay_batch_size: int = 0, own_heads: bool = True, log_every_n_steps: int = 10**9) -> None:
         super().__init__(optimizer, log_every_n_steps=log_every_n_steps)
         if ewc_lambda < 0 or l2_lambda < 0 or replay_batch_size < 0:
             raise ValueError(f"ewc_lambda, l2_lambda and replay_batch_size must be >= 0, got {ewc_lambda}, "
@@ -82,6 +85,7 @@ class ContinualClassificationTask(FastTask):
         self.allowed_table = torch.stack([torch.ones(self.num_classes, dtype=torch.bool) if a is None else a.bool()
                                           for a in allowed])  # (T, C)
         self.has_mask = any(a is not None for a in allowed)
+        self.own_heads = bool(own_heads)
         self.current = 0
         self.anchors: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = []  # (theta*, F) per finished task
         self.quadratic: dict[str, tuple[Tensor, Tensor]] = {}  # the merged penalty: name -> (weight, centre)
@@ -96,9 +100,12 @@ class ContinualClassificationTask(FastTask):
         return self.model(x)
 
     def allowed(self, task_index: int | Tensor) -> Tensor | None:
-        """The answerable classes of a task index (bool (C,)) or of a vector of them ((B, C)); None: all."""
+        """The answerable classes for samples of a task index (bool (C,)) or of a vector of them ((B, C));
+        None: all. Without ``own_heads`` every sample gets the current task's classes."""
         if not self.has_mask:
             return None
+        if not self.own_heads:
+            task_index = self.current
         return self.allowed_table.to(self.device)[task_index]
 
     # -- the objective ---------------------------------------------------------------------------
@@ -276,7 +283,8 @@ class ForgettingStudyTask(SweepTask):
         net = call_with_facts(self.network, input_size=int(np.prod(shape)), input_shape=shape, num_classes=num_classes)
         task = ContinualClassificationTask(net, num_classes, self.optimizer_factory, self.allowed(tasks, num_classes),
                                            ewc_lambda=opts.get("ewc_lambda", 0.0), l2_lambda=opts.get("l2_lambda", 0.0),
-                                           replay_batch_size=opts.get("replay_batch_size", 0))
+                                           replay_batch_size=opts.get("replay_batch_size", 0),
+                                           own_heads=self.scenario == "task")
         task.eval_tasks, task.eval_size = tasks, self.eval_size
         matrix = []  # matrix[k][j]: accuracy on task j after training on task k
         t0 = time.perf_counter()
@@ -298,6 +306,9 @@ class ForgettingStudyTask(SweepTask):
 
     def run_sweep(self) -> dict[str, Any]:
         root = Path(self.trainer.default_root_dir)
+        if is_smoke_test(self.trainer):
+            log.info("fast_dev_run: every method for 2 steps per task with 1 seed (a smoke test; its numbers mean nothing)")
+            self.steps_per_task, self.eval_every, self.seeds, self.fisher_samples = 2, 1, self.seeds[:1], 10
         tasks = self.tasks()
         T = len(tasks)
         runs = {m: [] for m in self.methods}

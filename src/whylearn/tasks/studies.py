@@ -36,3 +36,9 @@ def write_summary(path: Path, summary: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2, default=float))
     return path
+
+
+def is_smoke_test(trainer: L.Trainer | None) -> bool:
+    """True under ``debug=fast_dev_run`` (Lightning's ``fast_dev_run``): a study then trains every part for
+    a couple of steps with one seed, to check that it runs end to end (its numbers mean nothing)."""
+    return bool(getattr(trainer, "fast_dev_run", False))
