@@ -154,3 +154,38 @@ def test_bad_study_arguments_are_refused(make_cfg):
         run(make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv", "task.benchmark=permuted"]))
     with pytest.raises(Exception, match=r"method 'x' has unknown keys \['lambda'\]"):
         run(make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv", "+task.methods.x={lambda: 1.0}"]))
+
+
+def _check_reference(cfg, summary):
+    from whylearn import reference
+
+    block = reference.evaluate(reference.from_config(cfg), summary)
+    if isinstance(block, list):
+        assert all(e["verdict"] == "pass" for e in block), block
+
+
+@pytest.mark.slow
+def test_split_mnist1d_full_run_forgets_with_sgd_only(make_cfg, tmp_path):
+    """The documented split MNIST-1D run (3 seeds, about 3 minutes)."""
+    from whylearn.train import run
+
+    cfg = make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv"])
+    assert run(cfg)["status"] == "completed"
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["sgd/avg_forgetting"] > 0.1 and s["sgd/avg_final"] < 0.8
+    for kept in ("ewc", "replay"):
+        assert s[f"{kept}/avg_forgetting"] < 0.05 and s[f"{kept}/avg_final"] > s["sgd/avg_final"] + 0.08
+    assert s["l2/avg_forgetting"] < s["sgd/avg_forgetting"]
+
+
+@pytest.mark.slow
+def test_permuted_mnist_full_run_reproduces_fig_2a(make_cfg, tmp_path, shared_data):
+    """The documented permuted MNIST run (3 seeds, about 10 minutes): both reference entries pass."""
+    from whylearn.train import run
+
+    cfg = make_cfg(["experiment=forgetting_permuted_mnist", "logger=csv", f"paths.data_dir={shared_data}"])
+    assert run(cfg)["status"] == "completed"
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    _check_reference(cfg, s)
+    assert s["sgd/forgetting_task1"] > 0.1 and s["ewc/forgetting_task1"] < 0.02 and s["replay/forgetting_task1"] < 0.05
+    assert s["l2/last_task_final"] > 0.9  # every method still learns the last task

@@ -75,3 +75,17 @@ def test_high_dim_geometry_experiment_runs_through_whylearn_train(make_cfg, tmp_
     assert len(saved["angle/sd_deg"]) == 3 and len(saved["seeds"]) == 3
     for name in ("geometry_angles", "geometry_shell", "geometry_ball_cube"):
         assert (tmp_path / "run" / "figures" / f"{name}.png").is_file()
+
+
+@pytest.mark.slow
+def test_full_high_dim_geometry_run_passes_its_reference_block(make_cfg, tmp_path):
+    """The documented run (d = 2..1000, 3 Monte Carlo seeds, about 1.5 minutes)."""
+    from whylearn import reference
+    from whylearn.train import run
+
+    cfg = make_cfg(["experiment=high_dim_geometry", "logger=csv"])
+    assert run(cfg)["status"] == "completed"
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    block = reference.evaluate(reference.from_config(cfg), s)
+    assert [e["verdict"] for e in block] == ["pass"] * 5, block
+    assert max(abs(a - b) for a, b in zip(s["ball_cube/log10_ratio_mc"], s["ball_cube/log10_ratio"], strict=True)) < 0.05

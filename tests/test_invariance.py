@@ -31,7 +31,7 @@ def test_cnn_has_a_one_dimensional_form():
     kinds = {type(m).__name__ for m in net.modules()}
     assert {"Conv1d", "BatchNorm1d", "AdaptiveMaxPool1d"} <= kinds and "Conv2d" not in kinds
     assert net(torch.randn(5, 40)).shape == (5, 10) and net(torch.randn(5, 1, 40)).shape == (5, 10)
-    with pytest.raises(ValueError, match=r"spatial_dims=1 expects \(B, 1, L\)"):
+    with pytest.raises(ValueError, match=r"expects sequences \(B, 1, L\) \(spatial_dims=1\)"):
         net(torch.randn(5, 1, 8, 8))
     with pytest.raises(ValueError, match=r"unknown spatial_dims 3; allowed: \[1, 2\]"):
         CNN(1, 10, k=2, spatial_dims=3)

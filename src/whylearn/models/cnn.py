@@ -64,6 +64,7 @@ class CNN(nn.Module):
         if self.spatial_dims == 1 and x.ndim == 2 and self.in_channels == 1:
             x = x.unsqueeze(1)  # (B, L) -> (B, 1, L)
         if x.ndim != 2 + self.spatial_dims or x.shape[1] != self.in_channels:
-            want = f"(B, {self.in_channels}, H, W)" if self.spatial_dims == 2 else f"(B, {self.in_channels}, L)"
-            raise ValueError(f"CNN with spatial_dims={self.spatial_dims} expects {want}, got shape {tuple(x.shape)}")
+            want = (f"images (B, {self.in_channels}, H, W)" if self.spatial_dims == 2
+                    else f"sequences (B, {self.in_channels}, L) (spatial_dims=1)")
+            raise ValueError(f"CNN expects {want}, got shape {tuple(x.shape)}")
         return self.head(self.features(x).flatten(1))

@@ -181,6 +181,7 @@ class InvarianceStudyTask(SweepTask):
         rows = {r["arm"]: r for r in result["rows"]}
         fig, ax = plt.subplots(figsize=(8.5, 4.2))
         xs, labels = [], []
+        labelled: set[str] = set()
         x = 0.0
         for m in ("logistic", "mlp", "cnn"):
             for suffix, hatch, color in (("", None, "tab:blue"), ("_shuffled", "//", "tab:orange")):
@@ -188,12 +189,14 @@ class InvarianceStudyTask(SweepTask):
                 if arm not in rows:
                     continue
                 r = rows[arm]
-                label = ("original positions" if not suffix else "positions shuffled") if m == "logistic" else None
+                label = "original positions" if not suffix else "positions shuffled"
                 ax.bar(x, r["test/acc"], 0.8, yerr=r["test/acc_std"], color=color, hatch=hatch, alpha=0.85,
-                       capsize=3, label=label)
+                       capsize=3, label=None if label in labelled else label)
+                labelled.add(label)
                 if arm in self.published:
                     ax.plot([x - 0.4, x + 0.4], [self.published[arm]] * 2, "k-", lw=2,
-                            label="Greydanus 2020" if arm == "logistic" else None)
+                            label=None if "published" in labelled else "Greydanus 2020")
+                    labelled.add("published")
                 xs.append(x)
                 labels.append(f"{m}\n{'shuffled' if suffix else ''}")
                 x += 1.0
