@@ -99,7 +99,27 @@ def build_task(cfg: DictConfig, model: torch.nn.Module, dm) -> L.LightningModule
         if "total_steps" in sched_cfg and sched_cfg.total_steps in (None, "auto"):
             sched_cfg = OmegaConf.merge(sched_cfg, {"total_steps": planned_steps(cfg, dm)})
         scheduler = instantiate(sched_cfg)
-    return instantiate_with(cfg.task, model=model, optimizer=optimizer, scheduler=scheduler, **data_facts(dm))
+    return instantiate_with(cfg.task, model=model, optimizer=optimizer, scheduler=scheduler,
+                            model_factory=model_factory(cfg, dm), **data_facts(dm))
+
+
+def model_factory(cfg: DictConfig, dm):
+    """``make(**options)``: the run's model with some ``model.*`` options changed (e.g. ``width=40``),
+    sized from the data like :func:`build_model`; for tasks that build several models (ensembles).
+
+    Raises (when called):
+        ValueError: an option the model config does not have.
+    """
+    def make(**options: Any) -> torch.nn.Module:
+        unknown = sorted(k for k in options if k not in cfg.model)
+        if unknown:
+            raise ValueError(f"model has no option(s) {unknown}; allowed: {sorted(k for k in cfg.model if k != '_target_')}")
+        node = cfg.model.copy()
+        for k, v in options.items():
+            OmegaConf.update(node, k, v, merge=False)
+        return instantiate_with(node, **data_facts(dm))
+
+    return make
 
 
 def planned_steps(cfg: DictConfig, dm) -> int:

@@ -258,6 +258,21 @@ def log_images(loggers: list, images: dict[str, str | Path]) -> None:
             lg.experiment.log({key: wandb.Image(str(path)) for key, path in images.items()})
 
 
+def log_members(loggers: list, members: list[dict[str, Any]]) -> None:
+    """An ensemble run's ``members`` table (label, each setting, parameter count, final metrics; one row per
+    member, as in summary.json) to every W&B logger as the table ``members`` (Lightning's ``log_table``)."""
+    if not members:
+        return
+    settings = list(dict.fromkeys(k for m in members for k in m.get("settings", {})))
+    metrics = list(dict.fromkeys(k for m in members for k in m if k not in ("label", "settings")))
+    columns = ["label", *settings, *metrics]
+    rows = [[m["label"], *[m.get("settings", {}).get(k) for k in settings], *[m.get(k) for k in metrics]] for m in members]
+    for lg in loggers:
+        if _is_wandb(lg):
+            drain(lg)
+            lg.log_table(key="members", columns=columns, data=rows)
+
+
 def finish_wandb(loggers: list, summary: dict[str, Any] | None = None) -> None:
     """Write the queued rows and the numeric entries of ``summary``, then ``wandb.finish()``.
 

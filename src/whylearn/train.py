@@ -62,7 +62,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     from whylearn import jobs
     from whylearn.analysis.figures import plot_run
-    from whylearn.loggers import finish_wandb, log_images
+    from whylearn.loggers import finish_wandb, log_images, log_members
     from whylearn.tasks.base import flush_logs, get_history
 
     _quiet_third_parties()
@@ -146,6 +146,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if hasattr(lg, "save"):
             lg.save()
     log_images(loggers, {f"figures/{p.stem}": p for p in figures})
+    log_members(loggers, summary.get("members") or [])  # an ensemble run: one row per member
     finish_wandb(loggers, summary)
     _report(cfg, out, summary, loggers)
     return summary

@@ -139,8 +139,16 @@ def knn_accuracies(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                    ks: Sequence[int]) -> dict[int, float]:
     """Test accuracy of Euclidean k-NN with majority vote, for each k in ``ks``, from one neighbour search.
 
-    Neighbours come from scikit-learn's brute-force search (``NearestNeighbors``); ties in the vote
-    go to the class of the nearest tied neighbour. Raises ValueError if some k exceeds the training size.
+    Neighbours come from scikit-learn's brute-force search (``NearestNeighbors``, nearest first).
+    The vote (:func:`knn_vote`): the class with most of the k neighbours; a tie goes to the tied
+    class whose neighbours are nearer on the whole (the larger sum of k - rank over its members,
+    rank 0 the nearest), a remaining tie to the smallest label. scikit-learn's
+    ``KNeighborsClassifier`` gives the same predictions with ``weights=rank_tiebreak_weights``
+    (``tests/test_highdim.py`` checks it on real MNIST); its default (uniform weights) sends every
+    tie to the smallest label.
+
+    Raises:
+        ValueError: some k outside [1, training size].
     """
     from sklearn.neighbors import NearestNeighbors
 
@@ -150,15 +158,32 @@ def knn_accuracies(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     nn = NearestNeighbors(n_neighbors=kmax, algorithm="brute").fit(x_train)
     _, idx = nn.kneighbors(x_test)  # (m, kmax), nearest first
     labels = np.asarray(y_train)[idx]
-    C = int(max(y_train.max(), y_test.max())) + 1
-    out = {}
-    for k in ks:
-        votes = np.zeros((labels.shape[0], C))
-        # weight 1 per neighbour plus a tiny bonus for nearer ones: ties go to the nearest tied class
-        w = 1.0 + 1e-6 * (k - np.arange(k)) / k
-        np.add.at(votes, (np.arange(labels.shape[0])[:, None], labels[:, :k]), w[None, :])
-        out[int(k)] = float((votes.argmax(1) == y_test).mean())
-    return out
+    num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
+    return {int(k): float((knn_vote(labels[:, :k], num_classes) == y_test).mean()) for k in ks}
+
+
+def knn_vote(neighbour_labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """The k-NN majority vote with whylearn's tie-breaking rule, from neighbour labels (m, k), nearest first.
+
+    Each neighbour of rank r (0 = nearest) gives its class the integer score (k + 1) k / 2 + (k - r):
+    one vote outweighs any sum of rank bonuses, so the most frequent class wins; among classes with
+    equally many neighbours the larger sum of (k - r) wins (nearer on the whole); then the smallest
+    label (argmax's first maximum). Exact integer arithmetic. Returns predictions (m,).
+    """
+    m, k = neighbour_labels.shape
+    scores = np.zeros((m, num_classes), dtype=np.int64)
+    np.add.at(scores, (np.arange(m)[:, None], neighbour_labels), rank_tiebreak_weights(np.zeros((1, k))).astype(np.int64))
+    return scores.argmax(1)
+
+
+def rank_tiebreak_weights(distances: np.ndarray) -> np.ndarray:
+    """Per-neighbour weights (m, k) of :func:`knn_vote` for sorted neighbour distances (m, k): (k + 1) k / 2 + (k - rank).
+
+    Usable as scikit-learn's ``KNeighborsClassifier(weights=rank_tiebreak_weights)``: integers,
+    so the weighted sums are exact in floating point and the predictions equal :func:`knn_vote`'s.
+    """
+    k = np.asarray(distances).shape[1]
+    return np.broadcast_to((k + 1) * k // 2 + (k - np.arange(k)), np.asarray(distances).shape).astype(np.float64)
 
 
 def corrupt_labels(y: np.ndarray, fraction: float, num_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -240,7 +265,22 @@ def distance_concentration_experiment(
     for kind in SAMPLERS:
         summary[f"{kind}/contrast_d{dims[0]}"] = res[kind]["query"][0]
         summary[f"{kind}/contrast_d{dims[-1]}"] = res[kind]["query"][-1]
+        summary[f"{kind}/contrast_exponent_high_d"] = contrast_exponent(res[kind]["dims"], res[kind]["query"])
     return summary
+
+
+def contrast_exponent(dims: Sequence[int], contrast: Sequence[float], min_dim: int = 1000) -> float:
+    """Least-squares slope of log contrast against log d over the dimensions >= ``min_dim`` (-1/2 for i.i.d. points).
+
+    For i.i.d. coordinates D_max - D_min tends to a constant while D_min grows like sqrt(d)
+    (Aggarwal, Hinneburg & Keim 2001, Thm. 1 with k = 2), so the contrast falls like d^(-1/2).
+    nan with fewer than two such dimensions.
+    """
+    d = np.array([a for a in dims if a >= min_dim], dtype=np.float64)
+    c = np.array([b for a, b in zip(dims, contrast, strict=True) if a >= min_dim], dtype=np.float64)
+    if len(d) < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(d), np.log(c), 1)[0])
 
 
 def knn_experiment(
@@ -275,6 +315,8 @@ def knn_experiment(
             log.info("k-NN %s n=%d: %s", name, n, by_n[n])
         out[f"{name}/train_sizes"] = sizes[name]
         out[f"{name}/acc_vs_n"] = {str(k): [by_n[n].get(k, float("nan")) for n in sizes[name]] for k in ks}
+        out.update({f"{name}/acc_largest_n/k{k}": v for k, v in by_n[sizes[name][-1]].items()})
+        out[f"{name}/largest_n"] = sizes[name][-1]
         nb = min(base_train_size, len(ytr))
         sel = perm[:nb]
         noisy = {}

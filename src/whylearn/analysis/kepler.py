@@ -71,12 +71,17 @@ def train_forecaster(num_train: int, seed: int, data: dict, hidden: Sequence[int
 
 
 def sample_efficiency(out_dir: Path, num_train: Sequence[int] = (30, 100, 300, 1000, 3000, 10000, 30000, 100000),
-                      seeds: Sequence[int] = (0,), data: dict | None = None, hidden: Sequence[int] = (128, 128),
+                      seed: int = 0, num_seeds: int = 1, data: dict | None = None, hidden: Sequence[int] = (128, 128),
                       lr: float = 1e-3, max_steps: int = 4000, weight_decay: float = 0.0,
                       kepler_observations: int = 30, model: str = "mlp") -> dict[str, Any]:
     """Sweep N, train a forecaster per (N, seed), write figures and per-run summaries under ``out_dir``.
 
-    Returns the sweep's numbers (errors in AU per N, averaged over seeds) for ``summary.json``.
+    The seeds are ``seed, seed + 1, ..., seed + num_seeds - 1`` (each seeds the data draw and the
+    initialization of its run). Returns the sweep's numbers (errors in AU per N, mean over seeds,
+    with their standard deviations ``*_sd`` when there are several) for ``summary.json``.
+
+    Raises:
+        ValueError: an unknown ``model`` or ``num_seeds`` < 1.
     """
     import torch
 
@@ -84,6 +89,9 @@ def sample_efficiency(out_dir: Path, num_train: Sequence[int] = (30, 100, 300, 1
 
     if model not in MODELS:
         raise ValueError(f"unknown forecaster {model!r}; allowed: {list(MODELS)}")
+    if num_seeds < 1:
+        raise ValueError(f"num_seeds must be >= 1, got {num_seeds}")
+    seeds = range(int(seed), int(seed) + int(num_seeds))
     torch.set_num_threads(1)  # small MLPs: one thread is fastest, and two fight on a shared machine
     data = dict(data or {})
     rows = []
@@ -99,6 +107,15 @@ def sample_efficiency(out_dir: Path, num_train: Sequence[int] = (30, 100, 300, 1
 
     def mean_over_seeds(key: str) -> np.ndarray:
         return np.array([np.nanmean([r[key] for r in rows if r["num_train"] == n]) for n in num_train])
+
+    def sd_over_seeds(key: str) -> list[float]:
+        """Standard deviation over the seeds with a finite value (nan with fewer than two; 0 for one seed)."""
+        out = []
+        for n in num_train:
+            v = np.array([r[key] for r in rows if r["num_train"] == n], dtype=np.float64)
+            v = v[np.isfinite(v)]
+            out.append(0.0 if len(seeds) == 1 else float(v.std(ddof=1)) if len(v) > 1 else float("nan"))
+        return out
 
     Ns = np.array(num_train, dtype=float)
     rmse_in, rmse_out = mean_over_seeds("test/rmse"), mean_over_seeds("test_out/rmse")
@@ -152,9 +169,12 @@ def sample_efficiency(out_dir: Path, num_train: Sequence[int] = (30, 100, 300, 1
         "num_train": [int(n) for n in num_train],
         "seeds": [int(s) for s in seeds],
         "rmse_in_window": [float(v) for v in rmse_in],
+        "rmse_in_window_sd": sd_over_seeds("test/rmse"),
         "rmse_after_window": [float(v) for v in rmse_out],
+        "rmse_after_window_sd": sd_over_seeds("test_out/rmse"),
         "rmse_train": [float(v) for v in rmse_train],
         "implied_exponent": [float(v) for v in expo],
+        "implied_exponent_sd": sd_over_seeds("implied_exponent"),
         "rmse_linear_extrapolation": lin_in,
         "noise_au": ref.noise,
         "rmse_at_kepler_N": float(rmse_in[i_small]),

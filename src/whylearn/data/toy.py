@@ -120,8 +120,9 @@ def gaussian_regression(n: int, eigenvalues: list[float] | Tensor, noise: float 
     """Inputs x ~ N(0, C) with C = Q diag(eigenvalues) Q^T (Q random orthogonal), target y = w*.x + noise.
 
     Returns dict with ``x`` (n, d), ``y`` (n,), ``w_star`` (d,), ``corr`` = C (d, d), float64.
-    The input correlation matrix R = E[x x^T] = C sets the LMS step-size bounds
-    2 / lambda_max(R) and 2 / trace(R).
+    The input correlation matrix R = E[x x^T] = C sets the LMS step-size edges: 2 / lambda_max(R)
+    for steepest descent, and for single-sample LMS the mean-square edge of
+    :func:`whylearn.models.adaline.lms_mean_square_edge` (below the necessary 2 / trace(R)).
     """
     lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
     if lam.ndim != 1 or (lam <= 0).any():

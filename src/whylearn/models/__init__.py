@@ -1,6 +1,6 @@
 """Models: plain ``nn.Module``s, no Lightning, importable alone."""
 
-from whylearn.models.adaline import Adaline, lms_bounds, run_lms
+from whylearn.models.adaline import Adaline, lms_bounds, lms_mean_square_edge, run_lms
 from whylearn.models.cnn import CNN
 from whylearn.models.cnn1d import CNN1D
 from whylearn.models.ensemble import VmapEnsemble, reinitialize
@@ -22,6 +22,7 @@ __all__ = [
     "LSTMForecaster",
     "Adaline",
     "lms_bounds",
+    "lms_mean_square_edge",
     "run_lms",
     "Hopfield",
     "overlap",

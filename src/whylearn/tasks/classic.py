@@ -58,9 +58,11 @@ class PerceptronTask(HistoryInCheckpoint):
     Logs: ``perceptron/mistakes_epoch``, ``perceptron/mistakes_total``, ``train/acc_epoch``
     (accuracy of the weights at the end of each epoch), ``val/acc``, ``test/acc``.
     Summary: train/val/test accuracy, mistakes per epoch and total, whether the training set was
-    separated, and Novikoff's bound (R/gamma)^2 with the data's known separating hyperplane
-    (toy ``separable`` data) and with the learned one if it separates (any separating hyperplane
-    gives a valid bound; the learned one gives a loose one).
+    separated (``separated``) and whether it is separable at all (``linearly_separable``, by a linear
+    program), and Novikoff's bound (R/gamma)^2 with the data's known separating hyperplane (toy
+    ``separable`` data) and with the learned one if it separates (any separating hyperplane gives a
+    valid bound; the learned one gives a loose one). Where the bound does not apply (a training set
+    that is not separable, e.g. with label noise) ``novikoff/applies`` is False with the reason.
 
     Args:
         model: the perceptron. lr: step size (irrelevant from w = 0, kept for completeness).
@@ -136,11 +138,7 @@ class PerceptronTask(HistoryInCheckpoint):
         }
         if self.check_separable:
             out["linearly_separable"] = linearly_separable(train_x, train_y)
-        bias_input = self.model.bias_input if self.model.use_bias else None
-        if getattr(dm, "w_star", None) is not None:
-            nb = novikoff_bound(train_x, train_y, dm.w_star, dm.b_star, bias_input)
-            out.update({"novikoff/R": nb["R"], "novikoff/gamma": nb["gamma"], "novikoff/bound": nb["bound"],
-                        "novikoff/within_bound": out["mistakes_total"] <= nb["bound"]})
+        out.update(self._novikoff(dm, train_x, train_y, out))
         if out["separated"]:
             w, b = self.model.weight.detach().cpu().double(), float(self.model.bias) * self.model.bias_input
             gamma_hat = margin(train_x.flatten(1).double(), train_y, w, b if self.model.use_bias else 0.0)
@@ -153,6 +151,34 @@ class PerceptronTask(HistoryInCheckpoint):
         self._plot_mistakes()
         return out
 
+    def _novikoff(self, dm, train_x: Tensor, train_y: Tensor, out: dict[str, Any]) -> dict[str, Any]:
+        """Novikoff's bound where it applies: the data's known hyperplane (w*, b*) separates the training set.
+
+        It does not apply to a training set that is not linearly separable (label noise, XOR,
+        MNIST 4 vs 9 at 20x20): no hyperplane has a positive margin, and the perceptron cycles
+        forever (Minsky & Papert 1969); then ``novikoff/applies`` is False with the reason, and no
+        bound is reported. (A separable training set without a known hyperplane gets no bound either.)
+        """
+        bias_input = self.model.bias_input if self.model.use_bias else None
+        w_star = getattr(dm, "w_star", None)
+        if out.get("linearly_separable") is False:
+            return {"novikoff/applies": False,
+                    "novikoff/reason": "the training set is not linearly separable (linear program): no hyperplane has a "
+                                       "positive margin, so the bound does not apply and the perceptron cannot stop"}
+        if w_star is None:
+            return {}
+        w, b = w_star.double(), float(dm.b_star)
+        if margin(train_x.flatten(1).double(), train_y, w, b) <= 0:  # the sign of the margin: the same in any space
+            noisy = getattr(dm, "noisy_indices", None)
+            why = f" ({len(noisy)} training labels flipped by label noise)" if noisy is not None and len(noisy) else ""
+            return {"novikoff/applies": False,
+                    "novikoff/reason": f"the data's hyperplane w* no longer separates the training set{why}; "
+                                       "no bound is computed from it"}
+        nb = novikoff_bound(train_x, train_y, w_star, dm.b_star, bias_input)
+        return {"novikoff/applies": True, "novikoff/R": nb["R"], "novikoff/gamma": nb["gamma"], "novikoff/bound": nb["bound"],
+                "novikoff/within_bound": out["mistakes_total"] <= nb["bound"],
+                "novikoff/mistakes_over_bound": out["mistakes_total"] / nb["bound"]}
+
     def _plot_mistakes(self) -> None:
         if not self.mistakes_per_epoch:
             return
@@ -162,8 +188,11 @@ class PerceptronTask(HistoryInCheckpoint):
         ax.set_xlabel("epoch")
         ax.set_ylabel("mistakes (updates) in the epoch")
         ax.set_title(f"Perceptron: {sum(self.mistakes_per_epoch)} mistakes in {len(ep)} epochs")
-        if max(self.mistakes_per_epoch) > 0:
+        top, low = max(self.mistakes_per_epoch), min(self.mistakes_per_epoch)
+        if top > 20 * max(low, 1):  # a wide range (e.g. falling to 0): log-like; otherwise linear, with its ticks
             ax.set_yscale("symlog", linthresh=1)
+        else:
+            ax.set_ylim(0, 1.05 * top + 1)
         ax.grid(alpha=0.3)
         save_figure(fig, _figures_dir(self) / "mistakes_per_epoch.png", grid=False)
 
@@ -269,14 +298,14 @@ class SweepTask(AnalysisTask):
 class XORSweepTask(SweepTask):
     """Success rate (4/4 on XOR) over seeds of MLPs 2 -> width -> 2 for each width and activation.
 
-    See :func:`whylearn.analysis.classic.xor_ensemble`: all seeds of one (width, activation) are
-    trained together by full-batch SGD with momentum on the squared error, from the
-    initialization :class:`whylearn.models.MLP` gives each seed.
+    See :func:`whylearn.analysis.classic.xor_members`: every network of the sweep (each width,
+    activation and seed) is trained at once, as one vectorized ensemble, by full-batch SGD with
+    momentum on the squared error, from the initialization :class:`whylearn.models.MLP` gives each seed.
     """
 
     def __init__(self, widths: Sequence[int] = (1, 2, 3, 4, 8), activations: Sequence[str] = ("step", "sigmoid", "tanh", "relu"),
                  num_seeds: int = 100, steps: int = 2000, lr: float = 0.5, momentum: float = 0.9, loss: str = "mse",
-                 model: nn.Module | None = None, num_classes: int | None = None) -> None:
+                 seed: int = 0, model: nn.Module | None = None, num_classes: int | None = None) -> None:
         super().__init__(model)
         self.widths, self.activations = [int(w) for w in widths], list(activations)
         self.num_seeds, self.steps, self.lr, self.momentum, self.loss = (
@@ -286,17 +315,23 @@ class XORSweepTask(SweepTask):
             float(momentum),
             loss,
         )
+        self.seed = int(seed)
+
+    @property
+    def seeds(self) -> range:
+        """The sweep's seeds: ``seed, seed + 1, ..., seed + num_seeds - 1``."""
+        return range(self.seed, self.seed + self.num_seeds)
 
     def run_sweep(self) -> dict[str, Any]:
-        rows = []
-        for act in self.activations:
-            for w in self.widths:
-                row = sweeps.xor_sweep([w], [act], range(self.num_seeds), steps=self.steps, lr=self.lr,
-                                       momentum=self.momentum, loss=self.loss)[0]
-                rows.append(row)
-                self.point_done({f"xor/success_rate/{act}": row["success_rate"], "xor/width": w})
-        return {"rows": rows, "num_seeds": self.num_seeds,
-                "success_rate": {f"{r['activation']}/w{r['width']}": r["success_rate"] for r in rows}}
+        rows = sweeps.xor_sweep(self.widths, self.activations, self.seeds, steps=self.steps, lr=self.lr,
+                                momentum=self.momentum, loss=self.loss)  # the whole sweep as one ensemble
+        for row in rows:
+            self.point_done({f"xor/success_rate/{row['activation']}": row["success_rate"], "xor/width": row["width"]})
+        out = {"rows": rows, "num_seeds": self.num_seeds, "seeds": [self.seed, self.seed + self.num_seeds - 1],
+               "success_rate": {f"{r['activation']}/w{r['width']}": r["success_rate"] for r in rows}}
+        # flat keys for the reference block (Rumelhart et al. 1986: 2 sigmoid units; width 1 never suffices)
+        out.update({f"xor/success_rate/{r['activation']}/w{r['width']}": r["success_rate"] for r in rows})
+        return out
 
     def plot(self, result: dict[str, Any], figures: Path) -> None:
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
@@ -317,22 +352,25 @@ class PerceptronMarginSweepTask(SweepTask):
     """Perceptron mistakes against Novikoff's (R/gamma)^2 over margins, dimensions and seeds."""
 
     def __init__(self, gammas: Sequence[float] = (0.02, 0.05, 0.1, 0.2, 0.4), dims: Sequence[int] = (2, 10, 100),
-                 num_seeds: int = 10, n: int = 500, radius: float = 1.0, max_epochs: int = 100_000,
+                 num_seeds: int = 10, n: int = 500, radius: float = 1.0, max_epochs: int = 100_000, seed: int = 0,
                  model: nn.Module | None = None, num_classes: int | None = None) -> None:
         super().__init__(model)
         self.gammas, self.dims = [float(g) for g in gammas], [int(d) for d in dims]
         self.num_seeds, self.n, self.radius, self.max_epochs = int(num_seeds), int(n), float(radius), int(max_epochs)
+        self.seed = int(seed)
 
     def run_sweep(self) -> dict[str, Any]:
         rows = []
+        seeds = range(self.seed, self.seed + self.num_seeds)  # seed s: data sets s .. s + num_seeds - 1
         for g in self.gammas:
             for d in self.dims:
-                rs = sweeps.perceptron_margin_sweep([g], [d], range(self.num_seeds), self.n, self.radius, self.max_epochs)
+                rs = sweeps.perceptron_margin_sweep([g], [d], seeds, self.n, self.radius, self.max_epochs)
                 rows += rs
                 self.point_done({f"perceptron/max_mistakes/d{d}": max(r["mistakes"] for r in rs), "perceptron/gamma": g})
         within = all(r["mistakes"] <= r["bound"] for r in rows)
         return {"rows": rows, "all_separated": all(r["separated"] for r in rows), "all_within_bound": within,
-                "max_mistakes_over_bound": max(r["mistakes"] / r["bound"] for r in rows)}
+                "max_mistakes_over_bound": max(r["mistakes"] / r["bound"] for r in rows),
+                "seeds": [self.seed, self.seed + self.num_seeds - 1]}
 
     def plot(self, result: dict[str, Any], figures: Path) -> None:
         rows = result["rows"]
@@ -356,49 +394,112 @@ class PerceptronMarginSweepTask(SweepTask):
 class LMSSweepTask(SweepTask):
     """Widrow-Hoff LMS over a grid of step sizes mu: full batch (steepest descent) and single sample.
 
-    The grid is ``num_mu`` values spaced geometrically from ``mu_min_factor * 2/trace(R)`` to
-    ``mu_max_factor * 2/lambda_max(R)`` of the training inputs' correlation matrix R.
+    See :func:`whylearn.analysis.classic.lms_sweep`. The full-batch form runs on the training set;
+    the single-sample rule runs on fresh i.i.d. Gaussian samples from the datamodule's distribution
+    (R = ``datamodule.corr``, the configured spectrum; target w*.x + noise), ``num_seeds`` runs with
+    seeds ``seed, seed + 1, ..., seed + num_seeds - 1``. The grid: ``num_mu`` values spaced
+    geometrically from ``mu_min_factor`` x the exact mean-square edge of the single-sample rule to
+    ``mu_max_factor`` x 2/lambda_max, plus ``edge_factors`` x each of the two exact edges.
+
+    Args:
+        steps: single-sample updates per run. full_steps: full-batch steps.
+        record_every: steps between recorded excess MSEs. threshold_decades: growth over the second
+            half of a run (decades of excess MSE) above which it counts as diverged.
+
+    Raises:
+        TypeError: the datamodule has no input correlation matrix ``corr`` and target ``w_star``
+            (use ``data: regression``).
     """
 
-    def __init__(self, num_mu: int = 25, mu_min_factor: float = 0.05, mu_max_factor: float = 2.0, epochs: int = 10,
+    def __init__(self, num_mu: int = 25, mu_min_factor: float = 0.05, mu_max_factor: float = 2.0,
+                 edge_factors: Sequence[float] = (0.9, 0.95, 1.05, 1.1, 1.25, 1.5), steps: int = 20_000,
+                 num_seeds: int = 16, full_steps: int = 100, record_every: int = 100, threshold_decades: float = 1.0,
                  seed: int = 0, model: nn.Module | None = None, num_classes: int | None = None) -> None:
         super().__init__(model)
+        if steps < 2 * record_every or num_seeds < 1 or num_mu < 0:
+            raise ValueError(f"need steps >= 2 * record_every, num_seeds >= 1 and num_mu >= 0; got steps={steps}, "
+                             f"record_every={record_every}, num_seeds={num_seeds}, num_mu={num_mu}")
         self.num_mu, self.mu_min_factor, self.mu_max_factor = int(num_mu), float(mu_min_factor), float(mu_max_factor)
-        self.epochs, self.seed = int(epochs), int(seed)
+        self.edge_factors = [float(f) for f in edge_factors]
+        self.steps, self.num_seeds, self.full_steps = int(steps), int(num_seeds), int(full_steps)
+        self.record_every, self.threshold_decades, self.seed = int(record_every), float(threshold_decades), int(seed)
 
     def run_sweep(self) -> dict[str, Any]:
+        from whylearn.models.adaline import lms_mean_square_edge
+
         dm = self.trainer.datamodule
+        if getattr(dm, "corr", None) is None or getattr(dm, "w_star", None) is None:
+            raise TypeError(f"the LMS sweep needs a datamodule with the inputs' correlation matrix `corr` and the target "
+                            f"weights `w_star` (data: regression); got {type(dm).__name__}")
         x, y = dm.train.x.cpu().double(), dm.train.y.cpu().double()
-        b = sweeps.lms_bounds(x)
-        lo, hi = self.mu_min_factor * b["mu_max_lms"], self.mu_max_factor * b["mu_max_mean"]
-        mus = torch.logspace(math.log10(lo), math.log10(hi), self.num_mu, dtype=torch.float64).tolist()
-        res = sweeps.lms_sweep(x, y, mus, epochs=self.epochs, seed=self.seed)
+        edge_full = sweeps.lms_bounds(x)["mu_max_mean"]
+        edge_ms = lms_mean_square_edge(torch.linalg.eigvalsh(dm.corr.double()))
+        lo, hi = self.mu_min_factor * edge_ms, self.mu_max_factor * edge_full
+        grid = torch.logspace(math.log10(lo), math.log10(hi), self.num_mu, dtype=torch.float64).tolist() if self.num_mu else []
+        mus = sorted(set(grid + [f * edge_ms for f in self.edge_factors] + [f * edge_full for f in self.edge_factors]))
+        res = sweeps.lms_sweep(x, y, mus, dm.corr, dm.w_star, float(dm.noise), steps=self.steps,
+                               seeds=range(self.seed, self.seed + self.num_seeds), full_steps=self.full_steps,
+                               record_every=self.record_every, threshold_decades=self.threshold_decades)
         for r in res["rows"]:
             self.point_done({"lms/mu": r["mu"], "lms/full_diverged": float(r["full_diverged"]),
-                              "lms/single_diverged": float(r["lms_diverged"])})
+                             "lms/runs_diverged": r["lms_runs_diverged"], "lms/lyapunov": r["lms_lyapunov"]})
         return res
 
     def plot(self, result: dict[str, Any], figures: Path) -> None:
         rows = result["rows"]
-        cap = 10 * result["mse_initial"]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key, label, m in (("full", "full batch (steepest descent)", "o-"), ("lms", "single-sample LMS", "s-")):
-            ax.plot([r["mu"] for r in rows], [min(r[f"{key}_mse"], cap) for r in rows], m, ms=4, label=label)
-        ax.axvline(result["mu_max_mean"], color="C0", ls="--", lw=1, label="2 / lambda_max")
-        ax.axvline(result["mu_max_lms"], color="C1", ls="--", lw=1, label="2 / trace")
+        mus = [r["mu"] for r in rows]
+        edge = result["lms/mu_edge_ms"]
+        cap = 1e3 * result["mse_initial"]
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+        ax = axes[0]
+        ax.plot(mus, [min(r["full_mse"], cap) for r in rows], "o-", ms=3, label="full batch: training MSE")
+        ax.plot(mus, [min(r["lms_excess_mse_median"] + result["noise_var"], cap) for r in rows], "s-", ms=3,
+                label=f"single sample: MSE, median of {len(result['lms/seeds'])} runs")
+        for v, c, ls, lab in ((result["full/mu_edge"], "C0", "--", "2/lambda_max (full batch, exact)"),
+                              (edge, "C3", "-", "mean-square edge (Feuer & Weinstein 1985)"),
+                              (result["lms/mu_necessary"], "C1", ":", "2/trace (necessary)"),
+                              (result["lms/mu_sufficient"], "C2", ":", "2/(3 trace) (sufficient)")):
+            ax.axvline(v, color=c, ls=ls, lw=1.2, label=lab)
         ax.axhline(result["mse_initial"], color="gray", ls=":", lw=1, label="initial MSE (w = 0)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("step size mu")
-        ax.set_ylabel(f"training MSE after the run (capped at {cap:.3g})")
-        ax.set_title("Widrow-Hoff LMS: where it converges and where it diverges", fontsize=9)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+        ax.set(xscale="log", yscale="log", xlabel="step size mu", ylabel=f"MSE at the end (capped at {cap:.2g})",
+               title="Where LMS converges")
+        ax.legend(fontsize=6)
+        ax = axes[1]
+        steps = result["curves"]["steps"]
+        near = [i for i, r in enumerate(rows) if any(abs(r["mu_over_edge_ms"] - f) < 1e-9 for f in (0.9, 0.95, 1.05, 1.1))]
+        for k, i in enumerate(near):
+            meas = [min(v, 1e30) for v in result["curves"]["ensemble_mean"][i]]
+            theo = [min(v, 1e30) for v in result["curves"]["theory"][i]]
+            ax.plot(steps, meas, color=f"C{k}", lw=1.2, label=f"mu = {rows[i]['mu_over_edge_ms']:.2f} x edge, measured mean")
+            ax.plot(steps, theo, color=f"C{k}", ls="--", lw=1, label="exact recursion")
+        ax.set(yscale="log", xlabel="single-sample updates", ylabel="excess MSE (mean over runs)",
+               title="Mean square beside the exact recursion (Gaussian inputs)")
+        ax.legend(fontsize=6)
+        ax = axes[2]
+        sel = [r for r in rows if r["mu"] < 3 * edge]
+        ax.plot([r["mu_over_edge_ms"] for r in sel], [r["lms_lyapunov"] for r in sel], "o-", ms=3,
+                label="top Lyapunov exponent of a run (measured, mean)")
+        ax.plot([r["mu_over_edge_ms"] for r in sel], [r["lms_ms_rate_theory"] for r in sel], "--",
+                label="1/2 log of the mean-square growth rate (exact)")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.axvline(1, color="C3", lw=1)
+        ax.set(xscale="log", xlabel="mu / mean-square edge", ylabel="log growth per update",
+               title="A single run vs the mean square")
+        ax.legend(fontsize=6)
+        for a in axes:
+            a.grid(alpha=0.3, which="both")
+        fig.suptitle("Widrow-Hoff LMS: full batch and single sample against the exact edges", fontsize=10)
         save_figure(fig, figures / "lms_mu_sweep.png", grid=False)
 
 
 class HopfieldCapacityTask(SweepTask):
-    """Retrieval from ``corruption`` of the bits against the load P/N (Amit, Gutfreund & Sompolinsky 1985: 0.138)."""
+    """Retrieval from ``corruption`` of the bits against the load P/N (Amit, Gutfreund & Sompolinsky 1985: 0.138).
+
+    ``trials`` networks per (N, load), with seeds ``seed .. seed + trials - 1``. Summary: the table
+    (``rows``, with the standard deviation of the fraction recalled over trials), the largest load
+    with at least half recalled, and ``hopfield/half_recall_load/N<N>``, the interpolated load where
+    the fraction recalled falls through 1/2.
+    """
 
     def __init__(
         self,
@@ -423,11 +524,16 @@ class HopfieldCapacityTask(SweepTask):
                 self.point_done(
                     {f"hopfield/overlap/N{n}": r["overlap"], f"hopfield/recalled/N{n}": r["recalled"], "hopfield/load": r["load"]}
                 )
-        # the measured capacity: the largest load at which at least half of the patterns were recalled
+        # the measured capacity: the largest load at which at least half of the patterns were recalled,
+        # and the load where the fraction recalled falls through 1/2 (interpolated)
         cap = {
             f"N{n}": max([r["load"] for r in rows if r["N"] == n and r["recalled"] >= 0.5], default=0.0) for n in self.num_neurons
         }
-        return {"rows": rows, "capacity_half_recalled": cap, "corruption": self.corruption}
+        out: dict[str, Any] = {"rows": rows, "capacity_half_recalled": cap, "corruption": self.corruption,
+                               "trials": self.trials, "seeds": [self.seed, self.seed + self.trials - 1]}
+        for n in self.num_neurons:
+            out[f"hopfield/half_recall_load/N{n}"] = sweeps.half_recall_load([r for r in rows if r["N"] == n])
+        return out
 
     def plot(self, result: dict[str, Any], figures: Path) -> None:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
