@@ -15,6 +15,8 @@ class KillWhenWandbHolds(Callback):
     file holds the rows logged so far (up to the step before the current one), then ``kill -9`` this
     process (SIGKILL: no handler runs, nothing more is flushed or saved)."""
 
+    whylearn_batch_hooks = "per_chunk"  # acts at chunk boundaries: the fit keeps whylearn's fast loop
+
     def __init__(self, step: int, timeout_s: float = 120.0) -> None:
         self.step, self.timeout_s = int(step), timeout_s
 

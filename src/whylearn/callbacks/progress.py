@@ -61,7 +61,7 @@ def latest(trainer: L.Trainer, pl_module: L.LightningModule, key: str) -> tuple[
     Read from the task's history (every value whylearn logs, with its step); a value only in
     ``trainer.callback_metrics`` comes without a step.
     """
-    from whylearn.tasks.base import get_history
+    from whylearn.loggers import get_history
 
     points = get_history(pl_module).data.get(key)
     if points:
@@ -243,6 +243,8 @@ class LogLines(Callback):
     one's numbers, and says so). The rate counts this segment's steps (a resumed run's
     steps before its checkpoint are not in it).
     """
+
+    whylearn_batch_hooks = "per_chunk"  # a line at most every n seconds: once per chunk is as good (whylearn.tasks.loop)
 
     def __init__(self, every_n_seconds: float = 10.0) -> None:
         if not every_n_seconds >= 0:

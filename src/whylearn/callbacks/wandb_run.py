@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from whylearn.tasks.base import get_history
+from whylearn.loggers import get_history
 
 
 class WandbRunSync(Callback):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
@@ -44,6 +45,23 @@ class Split:
 
     def subset(self, index: Tensor) -> Split:
         return Split(self.x[index], self.y[index])
+
+
+class Chunk(NamedTuple):
+    """One Lightning training batch of a whylearn datamodule: K mini-batches for K optimizer steps.
+
+    ``xs`` (K, B, ...) and ``ys`` (K, B, ...) stacked, or, for a ragged last chunk, lists of K
+    per-step tensors; it unpacks as ``xs, ys = chunk``. Tasks tell a chunk from a plain ``(x, y)``
+    batch by this type (:class:`whylearn.tasks.FastTask` treats a plain batch as one optimizer step).
+    """
+
+    xs: Any
+    ys: Any
+
+    @property
+    def steps(self) -> int:
+        """K, the number of mini-batches (optimizer steps) in the chunk."""
+        return len(self.xs)
 
 
 LABEL_NOISE_MODES = ("other", "uniform")
@@ -113,7 +131,7 @@ def apply_label_noise(y: Tensor, fraction: float, num_classes: int, generator: t
 
 
 class ChunkLoader:
-    """Yields ``(x, y)`` chunks of shape (K, B, ...) and (K, B) from in-memory tensors.
+    """Yields :class:`Chunk` s ``(xs, ys)`` of shape (K, B, ...) and (K, B) from in-memory tensors.
 
     One epoch is a seeded permutation of the training set (seed, epoch), cut into
     mini-batches of ``batch_size`` and grouped ``steps_per_chunk`` at a time; the
@@ -172,7 +190,7 @@ class ChunkLoader:
             perm = perm[: self.num_batches * self.batch_size]
         return perm.to(self.split.x.device)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Chunk]:
         order = self.epoch_order(self.epoch_fn())
         B, K = self.batch_size, self.steps_per_chunk
         full = order.shape[0] // B
@@ -183,10 +201,10 @@ class ChunkLoader:
             first, last = c * K, min((c + 1) * K, self.num_batches)
             if last <= full:  # all mini-batches of the chunk are full: one gather
                 idx = order[first * B : last * B].view(last - first, B)
-                chunk = (x[idx], y[idx])
+                chunk = Chunk(x[idx], y[idx])
             else:
                 parts = [order[i * B : (i + 1) * B] for i in range(first, last)]
-                chunk = ([x[p] for p in parts], [y[p] for p in parts])
+                chunk = Chunk([x[p] for p in parts], [y[p] for p in parts])
             self._served = c + 1
             yield chunk
 
@@ -239,7 +257,7 @@ class MemberChunkLoader(ChunkLoader):
             return x, self.labels[torch.arange(self.num_members, device=order.device).view(shape), order]
         return x, self.labels[:, order]
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Chunk]:
         epoch = self.epoch_fn()
         if self.order_seeds is None:
             order = self.epoch_order(epoch)  # (n,)
@@ -268,7 +286,7 @@ class MemberChunkLoader(ChunkLoader):
                     ys.append(y)
                 chunk = (xs, ys)
             self._served = c + 1
-            yield chunk
+            yield Chunk(*chunk)
 
 
 class EvalLoader:
@@ -304,6 +322,18 @@ class TrainerPlacement:
         trainer = getattr(self, "trainer", None)
         return trainer.current_epoch if trainer is not None else 0
 
+    def _steps_per_batch(self, steps_per_chunk: int) -> int:
+        """K for the training loader: ``steps_per_chunk``, or 1 when the task of the running fit asks for one
+        mini-batch per Lightning batch (its ``single_step_batches``: the fit runs Lightning's own loop, see
+        :mod:`whylearn.tasks.loop`) or under multi-process data parallelism. The epoch's mini-batches and
+        their order are the same either way."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return steps_per_chunk
+        if trainer.world_size > 1 or getattr(trainer.lightning_module, "single_step_batches", False):
+            return 1
+        return steps_per_chunk
+
 
 class InMemoryDataModule(TrainerPlacement, L.LightningDataModule):
     """Base class of whylearn's classification datamodules.
@@ -328,8 +358,9 @@ class InMemoryDataModule(TrainerPlacement, L.LightningDataModule):
         seed: seeds the subset, the split, the noise and the epoch order.
         order_seed: seeds the epoch order on its own (null: ``seed``).
         steps_per_chunk: optimizer steps per Lightning training step (K); 1 gives
-            a classic one-batch-per-step loop. Forced to 1 under multi-process
-            data parallelism.
+            a classic one-batch-per-step loop (Lightning's own). 1 also whenever the fit
+            runs Lightning's own loop (:mod:`whylearn.tasks.loop`), e.g. under
+            multi-process data parallelism; the epoch's mini-batches are the same.
         shuffle, drop_last: of the training batches.
     """
 
@@ -455,7 +486,7 @@ class InMemoryDataModule(TrainerPlacement, L.LightningDataModule):
         self.setup()
         self._to_device()
         _, rank, world = self._placement()
-        k = self.steps_per_chunk if world == 1 else 1
+        k = self._steps_per_batch(self.steps_per_chunk)
         seed = self.seed if self.order_seed is None else self.order_seed
         if self.member_data is not None:
             m = self.member_data

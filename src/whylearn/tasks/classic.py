@@ -30,6 +30,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from whylearn.analysis import classic as sweeps  # noqa: E402
 from whylearn.analysis.plotting import save_figure  # noqa: E402
+from whylearn.data.base import Chunk  # noqa: E402
 from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
 from whylearn.models.perceptron import Perceptron, _pm1, linearly_separable, margin, novikoff_bound  # noqa: E402
 from whylearn.tasks.analysis import AnalysisTask  # noqa: E402
@@ -41,7 +42,9 @@ def _figures_dir(task: L.LightningModule) -> Path:
 
 
 def _samples(chunk) -> Any:
-    xs, ys = chunk
+    xs, ys = chunk[0], chunk[1]  # a Chunk (xs, ys) of K mini-batches, or a plain (x, y) batch (its samples)
+    if not isinstance(chunk, Chunk):
+        xs, ys = [xs], [ys]
     for x, y in zip(xs, ys, strict=False):
         yield from zip(x, y, strict=False)
 

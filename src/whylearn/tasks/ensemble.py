@@ -471,7 +471,9 @@ class EnsembleClassificationTask(SplitEval, FastTask):
             double-descent description (:func:`whylearn.analysis.stats.describe_double_descent`) of the
             members' mean train and test error.
         loss, scheduler, scheduler_interval, log_every_n_steps: as for ClassificationTask.
-        gradient_clip_val: not supported (a global norm would couple the members).
+        gradient_clip_val: not supported (a global norm would couple the members); nor is
+            ``trainer.gradient_clip_val``.
+        compile: see :class:`~whylearn.tasks.base.FastTask`.
         method: ``auto``, ``grouped`` (MLP) or ``vmap`` (see :class:`~whylearn.models.ensemble.MemberEnsemble`).
         fused: train grouped ReLU MLPs through :func:`fused_member_losses` (one autograd node for the
             whole ensemble) where possible; False: plain autograd through the model's forward.
@@ -485,6 +487,8 @@ class EnsembleClassificationTask(SplitEval, FastTask):
             honour them.
     """
 
+    clips_gradients = False
+
     def __init__(self, model: nn.Module, num_classes: int, optimizer: Callable[..., torch.optim.Optimizer],
                  seeds: int | Sequence[int] | None = None, base_seed: int = 0, loss: str = "cross_entropy",
                  scheduler: Callable[..., Any] | None = None, scheduler_interval: str = "step",
@@ -492,8 +496,8 @@ class EnsembleClassificationTask(SplitEval, FastTask):
                  grid: Mapping | None = None, data_order: str = "shared", layout: str = "auto",
                  buckets: Sequence[int] | None = None, model_factory: Callable[..., nn.Module] | None = None,
                  batch_size: int | None = None, curve_x: str | None = None, fused: bool = True,
-                 lanes: int = 1) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, None)
+                 lanes: int = 1, compile: bool | str = False) -> None:
+        super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, None, compile=compile)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; allowed: {list(LOSSES)}")
         if gradient_clip_val is not None:
@@ -582,6 +586,7 @@ class EnsembleClassificationTask(SplitEval, FastTask):
                           f"{self.lanes * torch.get_num_threads()} threads at once; set threads=1", stacklevel=2)
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None or not hasattr(dm, "noisy_train_labels"):
             if self._per_member_input or any(k in self.axes for k in DATA_AXES):
@@ -631,9 +636,9 @@ class EnsembleClassificationTask(SplitEval, FastTask):
             self._train_correct += correct
             self._train_count += int(n)
         # each member's training loss at the same steps as the mean train/loss
-        last, every = self.trainer.global_step, self.log_every_n_steps
+        start, every = self._chunk_start, self.log_every_n_steps
         for i, (losses, _, _) in enumerate(kept):
-            step = last - len(kept) + i + 1
+            step = start + i + 1
             if step % every == 0:
                 log_scalars(
                     self,
