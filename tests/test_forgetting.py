@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 
 import pytest
 import torch
@@ -128,12 +129,13 @@ def test_heads_of_the_task_and_class_incremental_scenarios():
     assert ContinualClassificationTask(MLP(3, 4, hidden=[]), 4, opt).allowed(0) is None  # permuted: all classes
 
 
-def test_plain_sgd_forgets_ewc_and_replay_keep_it(make_cfg, tmp_path):
+def test_plain_sgd_forgets_ewc_and_replay_keep_it(make_cfg, tmp_path, caplog):
     """Reduced benchmark (split MNIST-1D, task-incremental, 5 tasks of 300 steps, 1 seed): plain SGD loses
     accuracy on the earlier tasks as the later ones are trained; EWC and a 50-example-per-task rehearsal
     buffer keep most of it."""
     from whylearn.train import run
 
+    caplog.set_level(logging.WARNING, logger="whylearn")
     cfg = make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv", "task.steps_per_task=300", "task.eval_every=100",
                     "task.seeds=1", "~task.methods.l2"])
     assert run(cfg)["status"] == "completed"
@@ -145,6 +147,26 @@ def test_plain_sgd_forgets_ewc_and_replay_keep_it(make_cfg, tmp_path):
         assert s[f"{kept}/task1_final"] > s["sgd/task1_final"] + 0.03, kept
     assert (tmp_path / "run" / "figures" / "forgetting_split.png").is_file()
     assert (tmp_path / "run" / "runs" / "ewc_seed0" / "summary.json").is_file()
+    # each task is a new fit, not a resume: no warning about skipping the rest of a chunk (300 steps per task
+    # end inside a chunk of the 8-step epochs)
+    assert not [r for r in caplog.records if "inside a chunk" in r.getMessage()]
+
+
+def test_permuted_mnist_sgd_forgets_task_a_ewc_keeps_it(make_cfg, tmp_path, shared_data):
+    """Reduced permuted MNIST (3 tasks of 200 steps, 1 seed, SGD and EWC only): plain SGD's accuracy on task A
+    falls once B and C are trained (0.074 when written); EWC keeps it (0.015) (Kirkpatrick et al. 2017, Fig. 2A)."""
+    from whylearn.train import run
+
+    cfg = make_cfg(["experiment=forgetting_permuted_mnist", "logger=csv", f"paths.data_dir={shared_data}",
+                    "task.steps_per_task=200", "task.eval_every=200", "task.eval_size=1000", "task.seeds=1",
+                    "task.fisher_samples=200",
+                    "~task.methods.l2", "~task.methods.replay"])
+    assert run(cfg)["status"] == "completed"
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["sgd/task1_after_task1"] > 0.85  # it learned task A ...
+    assert s["sgd/forgetting_task1"] > 0.04  # ... and lost part of it to B and C
+    assert s["ewc/forgetting_task1"] < 0.5 * s["sgd/forgetting_task1"]
+    assert s["ewc/last_task_final"] > 0.8  # EWC still learns task C
 
 
 def test_bad_study_arguments_are_refused(make_cfg):

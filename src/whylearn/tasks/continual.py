@@ -141,6 +141,9 @@ class ContinualClassificationTask(FastTask):
     def start_task(self, index: int, seed: int) -> None:
         """Train on task ``index`` next (its head mask; the replay sampler seeded with ``seed``)."""
         self.current = int(index)
+        # each task is a new fit on new data, not a resume: the previous task's last chunk, cut short by its
+        # max_steps, leaves nothing to skip (FastTask would otherwise warn that the fit resumes inside a chunk)
+        self._stopped_inside_chunk = False
         self._replay_gen = torch.Generator(device=self.device).manual_seed(int(seed) * 1000 + int(index))
 
     @torch.no_grad()
