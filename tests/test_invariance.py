@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from whylearn.data.base import Chunk
 from whylearn.models import CNN, CNN1D
 
 
@@ -89,17 +90,34 @@ def test_shift_augmentation_changes_training_chunks_only(make_cfg):
         ShiftedMNIST1DDataModule(max_shift=-2)
     dm = ShiftedMNIST1DDataModule(num_samples=600, max_shift=4, batch_size=10, steps_per_chunk=3)
     dm.setup()
-    xs, ys = next(iter(dm.train_dataloader()))
+    chunk = next(iter(dm.train_dataloader()))
+    xs, ys = chunk
 
     class _T:  # the hook augments only while a trainer trains
         training = True
 
     dm.trainer = _T()
-    sx, sy = dm.on_after_batch_transfer((xs, ys), 0)
+    assert isinstance(chunk, Chunk)
+    shifted = dm.on_after_batch_transfer(chunk, 0)
+    assert isinstance(shifted, Chunk)  # still K mini-batches (a plain tuple would be one mini-batch)
+    sx, sy = shifted
     assert sx.shape == xs.shape and torch.equal(sy, ys) and not torch.equal(sx, xs)
     assert torch.allclose(sx.sort(-1).values, xs.sort(-1).values)  # the same values, moved
     _T.training = False
-    assert torch.equal(dm.on_after_batch_transfer((xs, ys), 0)[0], xs)
+    assert torch.equal(dm.on_after_batch_transfer(chunk, 0)[0], xs)
+
+
+def test_mlp_trains_with_shifts_through_the_study(make_cfg, tmp_path):
+    """An arm with translation augmentation trains through the study (the fused ensemble's chunks)."""
+    import json
+
+    from whylearn.train import run
+
+    cfg = make_cfg(["experiment=invariance_mnist1d", "logger=csv", "task.seeds=2", "task.max_steps=150",
+                    "task.only=[mlp_shift5]"])
+    assert run(cfg)["status"] == "completed"
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["mlp_shift5/test/acc"] > 0.3  # it learned (chance: 0.1)
 
 
 # -- the study ----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from whylearn.data.base import Chunk
 from whylearn.data.mnist1d import MNIST1DDataModule
 
 
@@ -76,9 +77,9 @@ class ShiftAugmentMixin:
         if self.max_shift == 0 or trainer is None or not trainer.training:
             return batch
         xs, ys = batch
-        if isinstance(xs, (list, tuple)):
-            return [self.shift(x) for x in xs], ys
-        return self.shift(xs), ys
+        xs = [self.shift(x) for x in xs] if isinstance(xs, (list, tuple)) else self.shift(xs)
+        # a Chunk stays a Chunk (K mini-batches): a plain tuple would be taken for one mini-batch
+        return type(batch)(xs, ys) if isinstance(batch, Chunk) else (xs, ys)
 
 
 class ShiftedMNIST1DDataModule(ShiftAugmentMixin, MNIST1DDataModule):
