@@ -21,8 +21,10 @@ from whylearn import build
 from whylearn.checkpoints import CheckpointError, load_checkpoint
 from whylearn.train import SUMMARY_KEYS, run
 
+# the default experiment's data and model, trained briefly by shuffled SGD with a validation split
 SMALL = ["experiment=mnist1d_mlp", "data.num_samples=1500", "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=1",
-         "callbacks.model_checkpoint.every_n_epochs=1", "data.steps_per_chunk=8", "task.log_every_n_steps=5", "optimizer.lr=0.05"]
+         "callbacks.model_checkpoint.every_n_epochs=1", "data.steps_per_chunk=8", "task.log_every_n_steps=5", "optimizer=sgd",
+         "optimizer.lr=0.05", "data.val_size=0.1", "data.shuffle=true"]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import torch
 # A small MNIST-1D run with everything that has state across a resume: momentum (SGD), a cosine
 # schedule, dropout (the RNG), a shuffled data order, mid-epoch chunks (K=4, 18 steps an epoch).
 BASE = [
-    "experiment=mnist1d_mlp", "data.num_samples=1250", "data.train_size=900", "data.batch_size=50",
+    "experiment=mnist1d_mlp", "optimizer=sgd", "data.shuffle=true", "data.num_samples=1250", "data.train_size=900",
+    "data.batch_size=50",
     "data.steps_per_chunk=4", "model.hidden=[32,32]", "model.dropout=0.2", "scheduler=cosine",
     "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=1", "task.log_every_n_steps=1",
     "logger=csv", "callbacks.model_checkpoint.every_n_epochs=1", "callbacks.grad_norms=null", "threads=1",

@@ -109,7 +109,7 @@ def cmd_sharpness(args) -> dict:
     x, y = run.data(["train"], args.samples, args.seed)["train"]
     res = H.top_eigenvalues(run.model, x, y, args.k, run.loss_fn, args.iters, args.tol, args.method, seed=args.seed)
     out = {"eigenvalues": res.values.tolist(), "iterations": res.iterations, "hvps": res.hvps,
-           "converged": res.converged}
+           "converged": res.converged, "residual": res.residual}
     if args.trace:
         out["trace"], out["trace_se"] = H.hutchinson_trace(run.model, x, y, args.trace, run.loss_fn, args.method,
                                                            seed=args.seed)
@@ -165,7 +165,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("ckpt")
     sp.add_argument("--k", type=int, default=1)
     sp.add_argument("--iters", type=int, default=100)
-    sp.add_argument("--tol", type=float, default=1e-4)
+    sp.add_argument("--tol", type=float, default=1e-4, help="relative residual ||Hv - lambda v|| / |lambda| to reach")
     sp.add_argument("--trace", type=int, default=0, help="Hutchinson probes (0: no trace)")
     common(sp, splits=False)
     sp.set_defaults(func=cmd_sharpness, default_method="auto")
