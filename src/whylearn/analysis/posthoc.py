@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from whylearn.analysis import hessian as H
 from whylearn.analysis import landscape as LS
@@ -41,10 +40,12 @@ class LoadedRun:
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{cfg_path} not found: a whylearn checkpoint lives in RUN/checkpoints/ "
                                     f"next to RUN/config.yaml")
+        from whylearn.checkpoints import load_checkpoint
+
+        state = load_checkpoint(self.ckpt)["state_dict"]  # weights only; a clear error naming the file
         self.cfg = OmegaConf.load(cfg_path)
         self.dm = build.build_datamodule(self.cfg)
         self.model = build.build_model(self.cfg, self.dm)
-        state = torch.load(self.ckpt, map_location="cpu", weights_only=False)["state_dict"]
         weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
         self.model.load_state_dict(weights)
         self.model.eval()
