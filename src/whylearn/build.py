@@ -34,8 +34,12 @@ def data_facts(dm) -> dict[str, Any]:
     """What a model may need to know about the data: shapes and sizes."""
     shape = tuple(dm.input_shape)
     facts = {"input_shape": list(shape), "input_size": math.prod(shape), "num_classes": dm.num_classes}
-    if len(shape) == 3:
-        facts["in_channels"] = shape[0]
+    if len(shape) == 3:  # images (C, H, W)
+        facts["in_channels"], facts["spatial_dims"] = shape[0], 2
+    elif len(shape) == 2:  # sequences with channels (C, L)
+        facts["in_channels"], facts["spatial_dims"] = shape[0], 1
+    elif len(shape) == 1:  # plain sequences (L,), e.g. MNIST-1D: one channel
+        facts["in_channels"], facts["spatial_dims"] = 1, 1
     for key in ("vocab_size", "block_size"):
         if hasattr(dm, key):
             facts[key] = getattr(dm, key)

@@ -9,6 +9,7 @@ from whylearn.data.kepler import KeplerDataModule
 from whylearn.data.mnist1d import MNIST1DDataModule, make_mnist1d
 from whylearn.data.modular import ModularArithmeticDataModule, modular_table
 from whylearn.data.placeholder import NoDataModule
+from whylearn.data.shift import ShiftAugmentMixin, ShiftedMNIST1DDataModule, random_roll
 from whylearn.data.text import BPETokenizer, CharTokenizer, TextDataModule
 from whylearn.data.toy import PatternsDataModule, RegressionDataModule, ToyDataModule
 from whylearn.data.vision import CorruptedFashionMNISTDataModule, CorruptedMNISTDataModule
@@ -21,4 +22,5 @@ __all__ = [
     "CIFAR10DataModule", "load_cifar10", "CORRUPTIONS", "CorruptionMixin", "with_corruption", "Augment", "AugmentMixin",
     "CorruptedMNISTDataModule", "CorruptedFashionMNISTDataModule",
     "ModularArithmeticDataModule", "modular_table", "TextDataModule", "CharTokenizer", "BPETokenizer",
+    "ShiftAugmentMixin", "ShiftedMNIST1DDataModule", "random_roll",
 ]

@@ -12,19 +12,24 @@ from whylearn.tasks.classic import (
     XORSweepTask,
 )
 from whylearn.tasks.classification import ClassificationTask, classification_loss
+from whylearn.tasks.continual import ContinualClassificationTask, ForgettingStudyTask
 from whylearn.tasks.ensemble import EnsembleClassificationTask
 from whylearn.tasks.forecasting import ForecastTask
+from whylearn.tasks.invariance import InvarianceStudyTask
 from whylearn.tasks.language_model import LanguageModelTask
 
 __all__ = [
     "AnalysisTask",
     "ClassificationTask",
+    "ContinualClassificationTask",
     "EnsembleClassificationTask",
     "FastTask",
+    "ForgettingStudyTask",
     "ForecastTask",
     "History",
     "HopfieldCapacityTask",
     "HopfieldTask",
+    "InvarianceStudyTask",
     "LMSSweepTask",
     "LanguageModelTask",
     "NonFiniteLossError",
