@@ -7,8 +7,9 @@ from whylearn.callbacks.landscape import LinearRegions, LossLandscape, TimeToFit
 from whylearn.callbacks.noise import GradientNoise
 from whylearn.callbacks.norms import GradNorms, WeightNorms
 from whylearn.callbacks.progress import LogLines
+from whylearn.callbacks.robustness import RobustAccuracy
 from whylearn.callbacks.sharpness import Sharpness
 
 __all__ = ["DecisionBoundary", "GeneralizationGap", "GradNorms", "WeightNorms", "LogLines", "Sharpness", "LossLandscape",
-           "LinearRegions", "TimeToFit", "GradientNoise"]
+           "LinearRegions", "TimeToFit", "GradientNoise", "RobustAccuracy"]
 __all__ += ["AttentionMaps", "CurveFigure"]

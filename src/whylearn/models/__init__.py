@@ -2,6 +2,7 @@
 
 from whylearn.models.adaline import Adaline, lms_bounds, lms_mean_square_edge, run_lms
 from whylearn.models.cnn import CNN
+from whylearn.models.convnet import ConvNet
 from whylearn.models.ensemble import VmapEnsemble, reinitialize
 from whylearn.models.gpt import GPT
 from whylearn.models.hopfield import Hopfield, overlap
@@ -30,6 +31,7 @@ __all__ = [
     "novikoff_bound",
     "train_perceptron",
     "CNN",
+    "ConvNet",
     "ResNet",
     "VmapEnsemble",
     "reinitialize",
