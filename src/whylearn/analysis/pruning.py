@@ -125,6 +125,9 @@ def rewind(model: nn.Module, initial_state: dict[str, Tensor]) -> None:
             if key not in initial_state:
                 raise KeyError(f"the initial state has no entry {key!r} for the parameter {name!r}")
             p.copy_(initial_state[key].to(p.device, p.dtype))
+    for layer in prunable_layers(model):  # refresh the masked weight now, as prune's forward pre-hook would
+        if hasattr(layer, "weight_mask"):
+            layer.weight = layer.weight_orig * layer.weight_mask
 
 
 def fraction_remaining(model: nn.Module) -> float:
