@@ -139,9 +139,12 @@ def test_every_config_composes(tmp_path):
 def test_logger_many_builds_csv_wandb_and_tensorboard(tmp_path):
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
+    from whylearn.loggers import WandbRunLogger
+
     loggers = build.build_loggers(compose(["logger=many"], tmp_path))
-    assert {type(lg) for lg in loggers} == {CSVLogger, WandbLogger, TensorBoardLogger}
-    assert {type(lg) for lg in build.build_loggers(compose(["logger=wandb"], tmp_path))} == {CSVLogger, WandbLogger}
+    assert {type(lg) for lg in loggers} == {CSVLogger, WandbRunLogger, TensorBoardLogger}
+    assert {type(lg) for lg in build.build_loggers(compose(["logger=wandb"], tmp_path))} == {CSVLogger, WandbRunLogger}
+    assert issubclass(WandbRunLogger, WandbLogger)  # Lightning's W&B logger, continuing runs across resumes
 
 
 @pytest.mark.parametrize("override, group", [("experiment=nosuch", "experiment"), ("model=nosuch", "model"),

@@ -407,7 +407,8 @@ def test_augmentation_runs_on_training_chunks_only_and_is_switchable(tmp_path):
                                steps_per_chunk=2, augment=augment, crop_padding=4, hflip=True)
         seen = []
         original = dm.augmenter.chunk
-        dm.augmenter.chunk = lambda chunk, seen=seen, original=original: seen.append(tuple(chunk[0].shape)) or original(chunk)
+        dm.augmenter.chunk = lambda chunk, step, seen=seen, original=original: (
+            seen.append(tuple(chunk[0].shape)) or original(chunk, step))
         task = ClassificationTask(CNN(3, 10, k=2), 10, partial(torch.optim.SGD, lr=0.01))
         _trainer(4).fit(task, datamodule=dm)
         # 4 steps in chunks of 2 mini-batches of 8 images; validation batches are never augmented

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,27 @@ def build_task(cfg: DictConfig, model: torch.nn.Module, dm) -> L.LightningModule
         if "total_steps" in sched_cfg and sched_cfg.total_steps in (None, "auto"):
             sched_cfg = OmegaConf.merge(sched_cfg, {"total_steps": planned_steps(cfg, dm)})
         scheduler = instantiate(sched_cfg)
-    return instantiate_with(cfg.task, model=model, optimizer=optimizer, scheduler=scheduler, **data_facts(dm))
+    return instantiate_with(cfg.task, model=model, optimizer=optimizer, scheduler=scheduler,
+                            model_factory=model_factory(cfg, dm), **data_facts(dm))
+
+
+def model_factory(cfg: DictConfig, dm):
+    """``make(**options)``: the run's model with some ``model.*`` options changed (e.g. ``width=40``),
+    sized from the data like :func:`build_model`; for tasks that build several models (ensembles).
+
+    Raises (when called):
+        ValueError: an option the model config does not have.
+    """
+    def make(**options: Any) -> torch.nn.Module:
+        unknown = sorted(k for k in options if k not in cfg.model)
+        if unknown:
+            raise ValueError(f"model has no option(s) {unknown}; allowed: {sorted(k for k in cfg.model if k != '_target_')}")
+        node = cfg.model.copy()
+        for k, v in options.items():
+            OmegaConf.update(node, k, v, merge=False)
+        return instantiate_with(node, **data_facts(dm))
+
+    return make
 
 
 def planned_steps(cfg: DictConfig, dm) -> int:
@@ -117,21 +138,36 @@ def data_parallel_size(cfg: DictConfig) -> int:
     return int(devices) * int(nodes) if isinstance(devices, int) else 1
 
 
-def build_callbacks(cfg: DictConfig) -> list:
-    from whylearn.callbacks import LogLines
+PROGRESS_CHOICES = ("auto", "rich", "tqdm", "lines", "none")
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+
+def progress_kind(cfg: DictConfig) -> str:
+    """``cfg.progress`` with ``auto`` decided: ``rich`` in a terminal, ``lines`` otherwise.
+
+    Raises:
+        ValueError: an unknown value, naming it and the allowed ones.
+    """
     progress = cfg.get("progress", "auto")
+    if progress not in PROGRESS_CHOICES:
+        raise ValueError(f"unknown progress {progress!r}; allowed: {list(PROGRESS_CHOICES)}")
     if progress == "auto":
         progress = "rich" if sys.stdout.isatty() else "lines"
-    if progress == "rich":
-        from lightning.pytorch.callbacks import RichProgressBar
+    return progress
 
-        callbacks.append(RichProgressBar())
+
+def build_callbacks(cfg: DictConfig) -> list:
+    """The configured callbacks, then the progress display (:mod:`whylearn.callbacks.progress`): a rich or
+    tqdm bar counting optimizer steps, or plain log lines; ``progress=none`` shows nothing."""
+    from whylearn.callbacks import LogLines, StepProgressBar, StepTQDMProgressBar
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+    progress = progress_kind(cfg)
+    if progress == "rich":
+        callbacks.append(StepProgressBar())
+    elif progress == "tqdm":
+        callbacks.append(StepTQDMProgressBar())
     elif progress == "lines":
         callbacks.append(LogLines())
-    elif progress not in ("tqdm", "none"):
-        raise ValueError(f"unknown progress {progress!r}; allowed: ['auto', 'rich', 'tqdm', 'lines', 'none']")
     return callbacks
 
 
@@ -139,16 +175,28 @@ def build_loggers(cfg: DictConfig, run_dir: Path | None = None) -> list:
     """The configured loggers, plus a CSV logger in the run directory if none was configured (always on).
 
     A W&B logger whose ``id`` is null gets the job's deterministic id (:func:`whylearn.identity.wandb_run_id`
-    of ``run_dir``) with ``resume="allow"``, so a requeued or resumed run continues the same W&B run.
+    of ``run_dir``; a W&B agent's ``WANDB_RUN_ID`` wins) with ``resume="allow"``, so a requeued or resumed
+    run continues the same W&B run. Its ``name``, ``group``, ``job_type`` and ``tags`` left ``auto`` come
+    from :func:`whylearn.loggers.wandb_identity` (the experiment, the job's overrides, the sweep).
     """
     from lightning.pytorch.loggers import CSVLogger
 
     from whylearn.identity import wandb_run_id
+    from whylearn.loggers import wandb_identity
 
     def make(c: DictConfig):
-        if run_dir is not None and str(c.get("_target_", "")).endswith("wandb_logger") and c.get("id") is None:
-            return instantiate(c, id=wandb_run_id(run_dir), resume="allow")
-        return instantiate(c)
+        if not str(c.get("_target_", "")).endswith("wandb_logger"):
+            return instantiate(c)
+        extra: dict[str, Any] = {}
+        if run_dir is not None and c.get("id") is None:
+            extra = {"id": os.environ.get("WANDB_RUN_ID") or wandb_run_id(run_dir), "resume": "allow"}
+        identity = wandb_identity(cfg)
+        for key in ("name", "group", "job_type"):
+            if c.get(key, "auto") in ("auto", None):
+                extra[key] = identity[key]
+        if c.get("tags", "auto") in ("auto", None):
+            extra["tags"] = identity["tags"]
+        return instantiate(c, **extra)
 
     loggers = [make(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
     if not any(isinstance(lg, CSVLogger) for lg in loggers):
@@ -157,15 +205,21 @@ def build_loggers(cfg: DictConfig, run_dir: Path | None = None) -> list:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
-    progress = cfg.get("progress", "auto")
-    if progress == "auto":
-        progress = "rich" if sys.stdout.isatty() else "lines"
+    """The configured ``Trainer``, showing progress only through whylearn's step-counting bars
+    (Lightning's own bar is off otherwise), with :class:`whylearn.callbacks.WandbRunSync` when a
+    W&B logger is among ``loggers`` and :class:`whylearn.callbacks.WandbWatch` where it has ``watch`` set."""
+    from whylearn.callbacks import WandbRunSync, WandbWatch
     from whylearn.jobs import lightning_cluster_plugins
+    from whylearn.loggers import WandbRunLogger
 
+    wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbRunLogger)]
+    if wandb_loggers and not any(isinstance(c, WandbRunSync) for c in callbacks):
+        callbacks = [*callbacks, WandbRunSync()]
+    callbacks += [WandbWatch(lg, lg.watch_mode, lg.watch_log_freq) for lg in wandb_loggers if lg.watch_mode]
     extra = {"plugins": plugins} if (plugins := lightning_cluster_plugins(cfg.trainer)) else {}
     return instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers, default_root_dir=cfg.paths.output_dir,
-        enable_progress_bar=progress in ("rich", "tqdm"), **extra,
+        enable_progress_bar=progress_kind(cfg) in ("rich", "tqdm"), **extra,
     )
 
 

@@ -14,7 +14,8 @@ What whylearn adds, in :class:`GracefulStop`: a signal (``SIGTERM``: a
 preemption, ``scancel`` or ``scontrol requeue``; ``SIGINT``: Ctrl-C; ``SIGUSR2``:
 the time-limit warning) only sets a flag. At the next *chunk boundary* (after
 the optimizer steps of a Lightning training step, where the weights, the
-optimizer, the scheduler, the step counter and the data loader's position agree)
+optimizer, the scheduler, the step counter and the data loader's position agree;
+after the epoch's end when that chunk was the epoch's last)
 every rank agrees to stop, ``checkpoints/last.ckpt`` is written atomically, and
 the run ends with :class:`Preempted`; on ``SIGUSR2`` inside a submitit job,
 submitit's own handler then requeues the job (in a plain sbatch job, e.g. ``slurm/train.sbatch``
@@ -38,7 +39,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 
 from whylearn.identity import run_id, slurm_job_key, wandb_run_id  # noqa: F401  (re-exported)
 
@@ -153,6 +154,23 @@ def lightning_cluster_plugins(trainer_cfg: Any) -> list:
 
 # -- stopping on a signal ----------------------------------------------------------------
 
+class _AfterEpochEnd(Checkpoint):
+    """Lightning calls checkpoint callbacks' ``on_train_epoch_end`` after the task's (and after
+    ``ModelCheckpoint``'s, since this one is appended last): where :class:`GracefulStop` saves when a
+    stop was asked for in an epoch's last chunk. Added to ``trainer.callbacks`` for the fit only
+    (added before the fit it would stop Lightning from adding its default ``ModelCheckpoint``)."""
+
+    def __init__(self, owner: GracefulStop) -> None:
+        self.owner = owner
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.owner._epoch_end(trainer)
+
+    @property
+    def state_key(self) -> str:
+        return "whylearn.jobs._AfterEpochEnd"
+
+
 class GracefulStop(Callback):
     """On SIGTERM, SIGINT or SIGUSR2: save ``last.ckpt`` at the next chunk boundary and stop.
 
@@ -164,15 +182,42 @@ class GracefulStop(Callback):
     SIGTERM handler, which they replace: it would stop the loop without a checkpoint) and
     the previous ones are put back when fit ends. Under
     data parallelism the ranks agree (any rank signalled stops all) before saving.
+
+    Where it saves: after the chunk (or, in Lightning's own loop, the batch) during which the signal
+    arrived, unless that batch ends the epoch or a validation follows it; then after the epoch's end
+    (validation, the task's epoch metrics and epoch-interval schedulers, the checkpoint callbacks),
+    or after that validation. A stop asked for in the last chunk of the whole fit lets the fit finish
+    (its end is moments away) and the run go on to its test and summary. So a run resumed with
+    ``ckpt_path=last`` loses nothing: its summary and metrics equal an uninterrupted run's.
+
     After saving, SIGUSR2 inside a submitit job is passed to submitit's own handler,
     which requeues the job; otherwise :class:`Preempted` is raised.
     """
+
+    whylearn_batch_hooks = "per_chunk"  # acts at chunk boundaries (whylearn.tasks.loop)
 
     def __init__(self, ckpt_path: Path | str, signals: tuple[str, ...] = STOP_SIGNALS) -> None:
         self.ckpt_path = Path(ckpt_path)
         self.signals = [getattr(signal, s) for s in signals]
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        self._pending: str | None = None  # "validation" or "epoch_end": stop there
+        self._marking_epoch_end = False
+        self._saving = False
+        self._helper: _AfterEpochEnd | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit" and self._helper is None:
+            self._helper = _AfterEpochEnd(self)
+            trainer.callbacks.append(self._helper)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._remove_helper(trainer)
+
+    def _remove_helper(self, trainer) -> None:
+        if self._helper is not None:
+            trainer.callbacks = [cb for cb in trainer.callbacks if cb is not self._helper]
+            self._helper = None
 
     def _handler(self, signum, frame) -> None:
         if self.received is None:
@@ -183,6 +228,7 @@ class GracefulStop(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         import threading
 
+        self._pending = None
         if threading.current_thread() is not threading.main_thread():
             return
         for s in self.signals:
@@ -199,6 +245,7 @@ class GracefulStop(Callback):
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self._restore()
+        self._remove_helper(trainer)
 
     def _should_stop(self, trainer) -> bool:
         stop = self.received is not None
@@ -207,10 +254,58 @@ class GracefulStop(Callback):
         return stop
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not self._should_stop(trainer):
+        if self._pending is not None or not self._should_stop(trainer):
             return
+        from whylearn.tasks.loop import LightningInternals
+
+        internals = LightningInternals(trainer)
+        if internals.epoch_ends_after_batch():
+            self._pending = "epoch_end"  # finish the epoch's end first (on_train_epoch_end below)
+        elif internals.validation_due_after_batch():
+            self._pending = "validation"
+        else:
+            self._stop(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._pending == "validation":
+            self._stop(trainer)
+
+    def _epoch_end(self, trainer) -> None:
+        """After the epoch's end (called by :class:`_AfterEpochEnd`)."""
+        if self._pending != "epoch_end" and not (self._pending is None and self._should_stop(trainer)):
+            return
+        from whylearn.tasks.loop import LightningInternals
+
+        internals = LightningInternals(trainer)
+        if internals.fit_ends_after_epoch():
+            self._pending = None
+            log.warning("the stop was asked for in the fit's last chunk: the fit ends now; the run goes on to its "
+                        "test and summary instead of stopping")
+            return
+        internals.finish_epoch_logging()  # the epoch's self.log values, which Lightning writes after this hook
+        self._stop(trainer, epoch_ended=internals.epoch_finished())
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if not self._saving:
+            return
+        from whylearn.loggers import take_pending
+
+        # the scalars of the last step that are not written yet: the resumed run writes them with the rest of
+        # that step, as one row, as the uninterrupted run does (the task restores them when it loads)
+        checkpoint["whylearn_pending"] = take_pending(pl_module)
+        if self._marking_epoch_end:
+            from whylearn.tasks.loop import LightningInternals
+
+            LightningInternals.mark_epoch_ended(checkpoint)
+
+    def _stop(self, trainer, epoch_ended: bool = False) -> None:
         signum = self.received or signal.SIGTERM
-        self.save(trainer)
+        self._marking_epoch_end, self._saving = epoch_ended, True
+        try:
+            self.save(trainer)
+        finally:
+            self._marking_epoch_end = self._saving = False
+        self._pending = None
         step = trainer.global_step
         previous = self._previous.get(signal.SIGUSR2)
         self._restore()
@@ -235,6 +330,10 @@ class GracefulStop(Callback):
             os.replace(tmp, self.ckpt_path)
         trainer.strategy.barrier("whylearn_graceful_stop")
 
+    # a Checkpoint subclass: no state of its own in checkpoints
+    def state_dict(self) -> dict:
+        return {}
+
 
 def _is_submitit_handler(handler: Any) -> bool:
     owner = getattr(handler, "__self__", None)
@@ -251,6 +350,8 @@ class SignalAtStep(Callback):
     Only rank 0 sends; a requeued job (``SLURM_RESTART_COUNT`` > 0) or a resumed run past
     ``step`` sends nothing. Used by the tests; also a way to check a cluster set-up.
     """
+
+    whylearn_batch_hooks = "per_step"  # sends at exactly ``step`` inside a chunk (whylearn.tasks.loop)
 
     def __init__(self, step: int, signal_name: str | None = None, how: str = "kill") -> None:
         if how not in ("kill", "scancel", "requeue"):

@@ -62,7 +62,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     from whylearn import jobs
     from whylearn.analysis.figures import plot_run
-    from whylearn.loggers import finish_wandb, log_images
+    from whylearn.loggers import finish_wandb, log_config, log_images, log_members
     from whylearn.tasks.base import flush_logs, get_history
 
     _quiet_third_parties()
@@ -97,6 +97,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         jobs.continue_csv_loggers(loggers, jobs.checkpoint_step(resume_from))
     trainer = build.build_trainer(cfg, callbacks, loggers)
     _start_loggers(loggers)
+    log_config(loggers, cfg)  # the resolved config: W&B's run config, the CSV's hparams.yaml, TensorBoard's hparams
     summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running",
                                "params": sum(p.numel() for p in model.parameters()), **getattr(dm, "describe", dict)()}
     summary_path = out / "summary.json"
@@ -146,6 +147,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         if hasattr(lg, "save"):
             lg.save()
     log_images(loggers, {f"figures/{p.stem}": p for p in figures})
+    log_members(loggers, summary.get("members") or [])  # an ensemble run: one row per member
     finish_wandb(loggers, summary)
     _report(cfg, out, summary, loggers)
     return summary

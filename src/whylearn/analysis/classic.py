@@ -32,70 +32,94 @@ from whylearn.analysis.plotting import save_figure  # noqa: E402
 from whylearn.data.toy import corrupt, random_patterns, separable, xor_points  # noqa: E402
 from whylearn.models.adaline import lms_bounds, run_lms  # noqa: E402
 from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
-from whylearn.models.mlp import MLP, make_activation  # noqa: E402
+from whylearn.models.mlp import MLP  # noqa: E402
 from whylearn.models.perceptron import Perceptron, novikoff_bound, train_perceptron  # noqa: E402
 
 
 # -- XOR ------------------------------------------------------------------------------------------
-def xor_ensemble(width: int, activation: str, seeds: Sequence[int], steps: int = 2000, lr: float = 1.0,
-                 momentum: float = 0.9, loss: str = "mse") -> dict[str, Tensor]:
-    """Train one MLP 2 -> width -> 2 per seed on the 4 XOR points, all seeds at once.
+def xor_members(widths: Sequence[int], activations: Sequence[str], seeds: Sequence[int], steps: int = 2000,
+                lr: float = 1.0, momentum: float = 0.9, loss: str = "mse") -> list[dict]:
+    """Train one MLP 2 -> width -> 2 per (activation, width, seed) on the 4 XOR points, all of them at once.
 
     Each member starts from ``MLP(2, 2, [width], activation)`` built after ``torch.manual_seed(seed)``
     and is trained by full-batch SGD (``lr``, ``momentum``) on ``loss``: ``mse`` (squared error
     of softmax-free outputs against one-hot targets, mean over classes, as
-    :func:`whylearn.tasks.classification_loss`) or ``cross_entropy``. The members' losses are
-    summed, so their gradients do not mix: this equals training each MLP alone.
+    :func:`whylearn.tasks.classification_loss`) or ``cross_entropy``. All members are one
+    :class:`~whylearn.models.ensemble.MemberEnsemble` (widths of one activation grouped, each layer
+    one batched matmul); their losses are summed, so their gradients do not mix: this equals
+    training each MLP alone.
 
-    Returns dict: ``acc`` (S,) final accuracy on the 4 points, ``loss`` (S,), ``hidden_grad_norm``
-    (S,) norm of the first layer's gradient at initialization (0 for the step activation).
+    Returns one dict per member, in (activation, width, seed) order: ``activation``, ``width``,
+    ``seed``, ``acc`` (final accuracy on the 4 points), ``loss`` (final), ``hidden_grad_norm`` (the
+    norm of the first layer's gradient at initialization; 0 for the step activation).
+
+    Raises:
+        ValueError: an unknown loss or activation.
     """
+    from whylearn.models.ensemble import MemberEnsemble
+
+    if loss not in ("mse", "cross_entropy"):
+        raise ValueError(f"unknown loss {loss!r}; allowed: ['mse', 'cross_entropy']")
     x, y = xor_points()
-    params = []
-    for s in seeds:
-        torch.manual_seed(int(s))
-        m = MLP(2, 2, hidden=[width], activation=activation)
-        l1, l2 = m.linear_layers()
-        params.append([l1.weight.T, l1.bias, l2.weight.T, l2.bias])
-    w1, b1, w2, b2 = (torch.stack([p[k].detach() for p in params]).clone().requires_grad_(True) for k in range(4))
-    act = make_activation(activation)
+    settings, nets = [], []
+    for act in activations:
+        for w in widths:
+            for s in seeds:
+                torch.manual_seed(int(s))
+                nets.append(MLP(2, 2, hidden=[int(w)], activation=act))
+                settings.append((act, int(w), int(s)))
+    ens = MemberEnsemble(nets, layout="auto", batch_size=4)
+    S = len(nets)
     target = F.one_hot(y, 2).float()
 
     def per_member_loss() -> tuple[Tensor, Tensor]:
-        h = act(torch.einsum("nd,sdh->snh", x, w1) + b1[:, None, :])
-        out = torch.einsum("snh,shc->snc", h, w2) + b2[:, None, :]
+        out = ens(x)  # (S, 4, 2)
         if loss == "mse":
             return (out - target).pow(2).mean((1, 2)), out
-        if loss == "cross_entropy":
-            return F.cross_entropy(out.reshape(-1, 2), y.repeat(len(seeds)), reduction="none").view(len(seeds), 4).mean(1), out
-        raise ValueError(f"unknown loss {loss!r}; allowed: ['mse', 'cross_entropy']")
+        return F.cross_entropy(out.reshape(-1, 2), y.repeat(S), reduction="none").view(S, 4).mean(1), out
 
-    opt = torch.optim.SGD([w1, b1, w2, b2], lr=lr, momentum=momentum)
-    hidden_grad = None
+    opt = torch.optim.SGD(ens.parameters(), lr=lr, momentum=momentum)
+    hidden_grad = torch.zeros(S)
     for t in range(steps):
         opt.zero_grad(set_to_none=True)
         lvec, _ = per_member_loss()
         lvec.sum().backward()
-        if t == 0:
-            g = w1.grad if w1.grad is not None else torch.zeros_like(w1)
-            gb = b1.grad if b1.grad is not None else torch.zeros_like(b1)
-            hidden_grad = (g.pow(2).sum((1, 2)) + gb.pow(2).sum(1)).sqrt()
+        if t == 0:  # the first layer's gradient of each member (a padded unit's entries are exactly 0)
+            for group, idx in zip(ens.groups, ens.group_members, strict=True):
+                (w1, b1) = group.layer_params()[0]
+                sq = torch.zeros(len(idx))
+                for p in (w1, b1):
+                    if p is not None and p.grad is not None:
+                        sq += p.grad.pow(2).flatten(1).sum(1)
+                hidden_grad[idx] = sq.sqrt()
         opt.step()
     with torch.no_grad():
         lvec, out = per_member_loss()
         acc = (out.argmax(-1) == y[None, :]).float().mean(1)
-    return {"acc": acc, "loss": lvec.detach(), "hidden_grad_norm": hidden_grad}
+    return [{"activation": a, "width": w, "seed": s, "acc": float(acc[i]), "loss": float(lvec[i]),
+             "hidden_grad_norm": float(hidden_grad[i])} for i, (a, w, s) in enumerate(settings)]
+
+
+def xor_ensemble(width: int, activation: str, seeds: Sequence[int], steps: int = 2000, lr: float = 1.0,
+                 momentum: float = 0.9, loss: str = "mse") -> dict[str, Tensor]:
+    """:func:`xor_members` for one width and activation: dict of ``acc``, ``loss`` and
+    ``hidden_grad_norm``, each (S,) in the order of ``seeds``."""
+    rows = xor_members([width], [activation], seeds, steps, lr, momentum, loss)
+    return {k: torch.tensor([r[k] for r in rows]) for k in ("acc", "loss", "hidden_grad_norm")}
 
 
 def xor_sweep(widths: Sequence[int], activations: Sequence[str], seeds: Sequence[int], **kw) -> list[dict]:
-    """Success rate (final accuracy 4/4) of :func:`xor_ensemble` for every width and activation."""
+    """Success rate (final accuracy 4/4) over ``seeds`` for every width and activation, all
+    networks trained as one vectorized model (:func:`xor_members`)."""
+    members = xor_members(widths, activations, seeds, **kw)
     rows = []
     for act in activations:
         for w in widths:
-            r = xor_ensemble(int(w), act, seeds, **kw)
-            rows.append({"activation": act, "width": int(w), "success_rate": float((r["acc"] == 1.0).float().mean()),
-                         "mean_acc": float(r["acc"].mean()), "max_acc": float(r["acc"].max()),
-                         "hidden_grad_norm_init": float(r["hidden_grad_norm"].mean())})
+            rs = [m for m in members if m["activation"] == act and m["width"] == int(w)]
+            accs = [m["acc"] for m in rs]
+            rows.append({"activation": act, "width": int(w), "success_rate": sum(a == 1.0 for a in accs) / len(accs),
+                         "mean_acc": sum(accs) / len(accs), "max_acc": max(accs),
+                         "hidden_grad_norm_init": sum(m["hidden_grad_norm"] for m in rs) / len(rs)})
     return rows
 
 

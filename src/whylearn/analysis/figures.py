@@ -1,4 +1,4 @@
-"""Figures of a run, drawn from its logged scalars (a :class:`~whylearn.tasks.base.History`)."""
+"""Figures of a run, drawn from its logged scalars (a :class:`~whylearn.loggers.History`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from whylearn.analysis.plotting import save_figure  # noqa: E402
-from whylearn.tasks.base import History  # noqa: E402
+from whylearn.loggers import History  # noqa: E402
 
 # figure name -> (title, y label, [(key, label), ...], log-y)
 RUN_FIGURES = {

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from whylearn.tasks.base import get_history
+from whylearn.loggers import get_history
 
 
 def _figures_dir(trainer: L.Trainer) -> Path:

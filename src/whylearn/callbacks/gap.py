@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from whylearn.tasks.base import log_scalars
+from whylearn.loggers import log_scalars
 
 
 class GeneralizationGap(Callback):

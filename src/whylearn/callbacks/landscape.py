@@ -22,7 +22,7 @@ from whylearn.analysis import landscape as LS
 from whylearn.analysis import regions as R
 from whylearn.analysis.hessian import flatten_params
 from whylearn.callbacks.sharpness import add_summary, datamodule_split, fixed_subset, network, run_dir, task_loss_fn
-from whylearn.tasks.base import log_scalars
+from whylearn.loggers import log_scalars
 
 log = logging.getLogger("whylearn")
 
@@ -115,6 +115,8 @@ class LinearRegions(Callback):
     ``regions/patterns_test_fraction``, ``regions/plane_total``.
     """
 
+    whylearn_batch_hooks = "per_step"  # counted after exactly every_n_steps steps, also inside a chunk
+
     def __init__(self, every_n_steps: int | None = 500, num_pairs: int = 20, plane_resolution: int = 200,
                  num_samples: int | None = None, seed: int = 0, figure: bool = True) -> None:
         self.every_n_steps, self.num_pairs, self.plane_resolution = every_n_steps, num_pairs, plane_resolution
@@ -130,7 +132,7 @@ class LinearRegions(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         n = self.every_n_steps
-        if n and trainer.global_step // n != self._last:   # once per chunk, when a multiple of n was crossed
+        if n and trainer.global_step // n != self._last:   # at each multiple of n
             self._last = trainer.global_step // n
             log_scalars(pl_module, self.measure(trainer, pl_module))
 
@@ -160,9 +162,11 @@ class LinearRegions(Callback):
 class TimeToFit(Callback):
     """Record the first optimizer step at which eval-mode training accuracy reaches ``threshold``.
 
-    Checked once per chunk, every ``every_n_steps`` steps, on a seeded subset of ``num_samples``
+    Checked every ``every_n_steps`` optimizer steps, on a seeded subset of ``num_samples``
     training points with the task's ``evaluate``. Summary: ``fit/steps_to_fit`` (None if never).
     """
+
+    whylearn_batch_hooks = "per_step"  # checked after exactly every_n_steps steps, also inside a chunk
 
     def __init__(self, threshold: float = 0.99, every_n_steps: int = 100, num_samples: int | None = 2000,
                  seed: int = 0) -> None:

@@ -16,7 +16,7 @@ from torch.func import functional_call, grad, vmap
 
 from whylearn.analysis.hessian import ParamSpec, eval_mode, flatten_params
 from whylearn.callbacks.sharpness import add_summary, datamodule_split, fixed_subset, network, task_loss_fn
-from whylearn.tasks.base import log_scalars
+from whylearn.loggers import log_scalars
 
 
 def gradient_noise(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn, chunk: int = 256) -> dict[str, float]:
@@ -57,6 +57,8 @@ class GradientNoise(Callback):
     (B_simple), ``noise/minibatch`` = tr(Sigma) / B for the training batch size B, and
     ``noise/lr_over_batch`` (lr / B). Measured on a seeded subset of ``num_samples`` training samples.
     """
+
+    whylearn_batch_hooks = "per_step"  # measured after exactly every_n_steps steps, also inside a chunk
 
     def __init__(self, every_n_steps: int | None = 1000, num_samples: int | None = 1000, seed: int = 0) -> None:
         self.every_n_steps, self.num_samples, self.seed = every_n_steps, num_samples, seed

@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from whylearn.tasks.base import log_scalars
+from whylearn.loggers import log_scalars
 
 
 def _named_params(pl_module: L.LightningModule):
@@ -27,6 +27,8 @@ class WeightNorms(Callback):
     theta_0 is copied at the start of fit and saved with the callback's state in checkpoints,
     so a resumed run measures from the same initialization.
     """
+
+    whylearn_batch_hooks = "per_step"  # measured after exactly every_n_steps steps, also inside a chunk
 
     def __init__(self, every_n_steps: int | None = None, per_layer: bool = True) -> None:
         self.every_n_steps, self.per_layer = every_n_steps, per_layer
@@ -60,7 +62,7 @@ class WeightNorms(Callback):
             log_scalars(pl_module, self.measure(pl_module))
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # once per chunk: measure if a multiple of every_n_steps was crossed in it
+        # after every optimizer step (whylearn's fast loop calls it inside a chunk too)
         n = self.every_n_steps
         if n and trainer.global_step // n != getattr(self, "_last_bucket", 0):
             self._last_bucket = trainer.global_step // n
@@ -77,8 +79,8 @@ class WeightNorms(Callback):
 class GradNorms(Callback):
     """Logs ``grads/l2_total`` and per-tensor ``grads/l2/<name>`` every ``every_n_steps`` optimizer steps.
 
-    Measured in ``on_before_optimizer_step``, i.e. on the gradient the optimizer is about
-    to apply (after clipping, if the task clips).
+    Measured in ``on_before_optimizer_step``, i.e. on the gradient of the step about to be taken,
+    before gradient clipping (as Lightning calls that hook: after unscaling, before clipping).
     """
 
     def __init__(self, every_n_steps: int = 50, per_layer: bool = True) -> None:

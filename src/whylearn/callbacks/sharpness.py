@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback
 
 from whylearn.analysis import hessian as H
 from whylearn.analysis.plotting import save_figure
-from whylearn.tasks.base import get_history, log_scalars
+from whylearn.loggers import get_history, log_scalars
 
 log = logging.getLogger("whylearn")
 

@@ -1,7 +1,7 @@
 """Datamodules: one module per data family, all batching in-memory tensors by indexing."""
 
 from whylearn.data.augment import Augment, AugmentMixin
-from whylearn.data.base import ChunkLoader, EvalLoader, InMemoryDataModule, Split, apply_label_noise
+from whylearn.data.base import Chunk, ChunkLoader, EvalLoader, InMemoryDataModule, Split, apply_label_noise
 from whylearn.data.cifar import CIFAR10DataModule, load_cifar10
 from whylearn.data.corruptions import CORRUPTIONS, CorruptionMixin, with_corruption
 from whylearn.data.idx import FashionMNISTDataModule, MNISTDataModule
@@ -14,7 +14,7 @@ from whylearn.data.toy import PatternsDataModule, RegressionDataModule, ToyDataM
 from whylearn.data.vision import CorruptedFashionMNISTDataModule, CorruptedMNISTDataModule
 
 __all__ = [
-    "ChunkLoader", "EvalLoader", "InMemoryDataModule", "Split", "apply_label_noise",
+    "Chunk", "ChunkLoader", "EvalLoader", "InMemoryDataModule", "Split", "apply_label_noise",
     "MNIST1DDataModule", "make_mnist1d", "MNISTDataModule", "FashionMNISTDataModule",
     "KeplerDataModule", "NoDataModule",
     "ToyDataModule", "PatternsDataModule", "RegressionDataModule",

@@ -81,12 +81,30 @@ class Augment:
             imgs = random_hflip(imgs, 0.5, g)
         return imgs.reshape(*lead, *x.shape[-3:])
 
-    def chunk(self, chunk):
-        """Augment the inputs of a training chunk: stacked ``(x, y)`` or per-step lists ``([x...], [y...])``."""
+    def chunk(self, chunk, step: int = 0):
+        """Augment the inputs of a training chunk: a :class:`~whylearn.data.base.Chunk` (stacked (K, B, ...)
+        or per-step lists) or a plain ``(x, y)`` batch; ``step`` is the number of optimizer steps taken
+        before its first mini-batch (``trainer.global_step``).
+
+        Mini-batch i draws from the generator seeded with (seed, step + i), so the augmentation does not
+        depend on how mini-batches are grouped into chunks, and a resumed run draws what the uninterrupted
+        run drew.
+        """
+        from whylearn.data.base import Chunk
+
+        if not self.active:
+            return chunk
         xs, ys = chunk
-        if isinstance(xs, (list, tuple)):
-            return [self(x) for x in xs], ys
-        return self(xs), ys
+        stacked = not isinstance(xs, (list, tuple))
+        if not isinstance(chunk, Chunk):
+            xs, stacked = [xs], False
+        out = []
+        for i, x in enumerate(xs):
+            self._gen(x.device).manual_seed(hash((self.seed, int(step) + i)) & 0x7FFF_FFFF_FFFF_FFFF)
+            out.append(self(x))
+        if not isinstance(chunk, Chunk):
+            return out[0], ys
+        return Chunk(torch.stack(out) if stacked else out, ys)
 
 
 class AugmentMixin:
@@ -111,4 +129,4 @@ class AugmentMixin:
         if xs.ndim < 4:
             raise ValueError(f"augmentation needs image inputs (..., C, H, W), got batches of shape {tuple(xs.shape)}; "
                              f"set data.flatten=false or data.augment=false")
-        return self.augmenter.chunk(batch)
+        return self.augmenter.chunk(batch, trainer.global_step)

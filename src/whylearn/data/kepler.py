@@ -311,7 +311,8 @@ class KeplerDataModule(TrainerPlacement, L.LightningDataModule):
         need = self.batch_size * self.steps_per_chunk * self.min_chunks_per_epoch
         reps = max(1, -(-need // self.num_train))
         split = self.train if reps == 1 else Split(self.train.x.repeat(reps, 1), self.train.y.repeat(reps, 1))
-        return ChunkLoader(split, self.batch_size, self.steps_per_chunk, self.seed, self._epoch, self.shuffle)
+        k = self._steps_per_batch(self.steps_per_chunk)  # one step per batch when the fit asks: the same epoch
+        return ChunkLoader(split, self.batch_size, k, self.seed, self._epoch, self.shuffle)
 
     def val_dataloader(self) -> EvalLoader:
         self.setup()

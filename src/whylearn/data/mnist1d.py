@@ -4,6 +4,10 @@ The data set is made procedurally by ``mnist1d.data.make_dataset`` from ten
 1D templates (translation, scaling, shear, correlated and i.i.d. noise), with the
 package's published arguments by default: 5000 samples, 80/20 train/test
 split, length 40, seed 42. Inputs are (N, 40) float32, labels in [0, 10).
+
+Understanding Deep Learning's notebooks (e.g. 8.3, double descent) use other arguments:
+``num_samples=8000, train_split=0.5, corr_noise_scale=0.25, iid_noise_scale=2e-2``
+(4000 training and 4000 test examples; the two noise scales equal mnist1d 0.0.2's defaults).
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ def make_mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 
     Raises:
         ValueError: an argument the generator does not know.
 
-    The generator reseeds NumPy's global RNG; its state is restored afterwards.
+    The generator reseeds NumPy's and Python's global RNGs (``random.seed`` and
+    ``np.random.seed`` with ``seed``); both states are restored afterwards.
     """
+    import random
+
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
@@ -39,11 +46,12 @@ def make_mnist1d(num_samples: int = 5000, train_split: float = 0.8, seed: int = 
         if key not in known:
             raise ValueError(f"unknown MNIST-1D argument {key!r}; allowed: {sorted(known - {'url'})}")
         setattr(args, key, value)
-    state = np.random.get_state()
+    np_state, py_state = np.random.get_state(), random.getstate()
     try:
         d = make_dataset(args)
     finally:
-        np.random.set_state(state)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
     def as_x(a):
         return torch.as_tensor(np.asarray(a), dtype=torch.float32)
     def as_y(a):

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from whylearn.data.base import InMemoryDataModule, Split
+from whylearn.data.base import Chunk, InMemoryDataModule, Split
 
 OPERATIONS = ("+", "-", "*", "/")
 FORMATS = ("nanda", "power")
@@ -66,10 +66,10 @@ class FullBatchLoader:
     def __len__(self) -> int:
         return self.chunks
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Chunk]:
         x, y = self.split.x, self.split.y
         for _ in range(self.chunks):
-            yield x.expand(self.K, *x.shape), y.expand(self.K, *y.shape)
+            yield Chunk(x.expand(self.K, *x.shape), y.expand(self.K, *y.shape))
 
 
 class ModularArithmeticDataModule(InMemoryDataModule):
@@ -133,7 +133,8 @@ class ModularArithmeticDataModule(InMemoryDataModule):
             return super().train_dataloader()
         self.setup()
         self._to_device()
-        return FullBatchLoader(self.train, self.steps_per_chunk, self.chunks_per_epoch)
+        k = self._steps_per_batch(self.steps_per_chunk)  # one step per batch: as many batches, same epoch
+        return FullBatchLoader(self.train, k, self.chunks_per_epoch * self.steps_per_chunk // k)
 
     def describe(self) -> dict:
         d = super().describe()

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from whylearn.data.base import Split, TrainerPlacement
+from whylearn.data.base import Chunk, Split, TrainerPlacement
 
 TOKENIZERS = ("char", "bpe")
 
@@ -170,14 +170,14 @@ class WindowLoader:
     def __len__(self) -> int:
         return math.ceil(self.steps / self.K)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator[Chunk]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch_fn())
         high = self.tokens.shape[0] - self.T
         for c in range(len(self)):
             k = min(self.K, self.steps - c * self.K)
             start = torch.randint(high, (k, self.B), generator=g).to(self.tokens.device)
             w = self.tokens[start[..., None] + self.offsets]  # (k, B, T + 1)
-            yield w[..., :-1], w[..., 1:]
+            yield Chunk(w[..., :-1], w[..., 1:])
 
 
 class EvalWindows:
@@ -367,7 +367,7 @@ class TextDataModule(TrainerPlacement, L.LightningDataModule):
         self._to_device()
         _, rank, _ = self._placement()
         return WindowLoader(self.train_tokens, self.block_size, self.batch_size, self.steps_per_epoch,
-                            self.steps_per_chunk, self.seed + 7919 * rank, self._epoch)
+                            self._steps_per_batch(self.steps_per_chunk), self.seed + 7919 * rank, self._epoch)
 
     def val_dataloader(self) -> EvalWindows:
         self.setup()

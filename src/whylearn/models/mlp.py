@@ -53,16 +53,23 @@ class MLP(nn.Module):
         hidden: widths of the hidden layers; or give ``width`` and ``depth`` instead
             (``depth`` hidden layers of ``width`` units). ``[]`` / depth 0 is a linear model.
         activation: ``relu``, ``sigmoid``, ``tanh``, ``gelu`` or ``step``.
-        init_scale: multiplier on PyTorch's default (Kaiming-uniform) initialization of
-            every weight and bias (the "initialization scale" of Liu et al. 2022, Omnigrok).
+        init: ``default`` (PyTorch's ``nn.Linear`` initialization: weights and biases uniform in
+            +-1/sqrt(fan_in)) or ``he_uniform`` (He et al. 2015, Eq. 10, the uniform variant:
+            ``nn.init.kaiming_uniform_`` weights, bound sqrt(6 / fan_in), and zero biases; the
+            initialization of Understanding Deep Learning's notebooks, e.g. 8.3 double descent,
+            applied after the layers are built, as they do, so a seeded run draws the same weights).
+        init_scale: multiplier on the initialization of every weight and bias (the
+            "initialization scale" of Liu et al. 2022, Omnigrok).
         bias: use biases.
         dropout: dropout probability after each hidden activation.
 
     Shapes: input (B, *) with prod(*) == input_size; output (B, num_classes).
 
     Raises:
-        ValueError: an unknown activation, or both/neither of ``hidden`` and ``width``.
+        ValueError: an unknown activation or init, or both/neither of ``hidden`` and ``width``.
     """
+
+    INITS = ("default", "he_uniform")
 
     def __init__(
         self,
@@ -75,8 +82,11 @@ class MLP(nn.Module):
         init_scale: float = 1.0,
         bias: bool = True,
         dropout: float = 0.0,
+        init: str = "default",
     ) -> None:
         super().__init__()
+        if init not in self.INITS:
+            raise ValueError(f"unknown init {init!r}; allowed: {list(self.INITS)}")
         if hidden is None:
             if width is None or depth is None:
                 raise ValueError("give the hidden widths as `hidden: [w1, w2, ...]` or as `width` and `depth`")
@@ -85,7 +95,7 @@ class MLP(nn.Module):
             raise ValueError(f"give either hidden={list(hidden)} or width={width} x depth={depth}, not both")
         self.input_size, self.num_classes = int(input_size), int(num_classes)
         self.hidden = [int(h) for h in hidden]
-        self.init_scale = float(init_scale)
+        self.init_scale, self.init = float(init_scale), init
         widths = [self.input_size, *self.hidden]
         layers: list[nn.Module] = []
         for i in range(len(self.hidden)):
@@ -94,10 +104,25 @@ class MLP(nn.Module):
                 layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(widths[-1], self.num_classes, bias=bias))
         self.net = nn.Sequential(*layers)
-        if self.init_scale != 1.0:
-            with torch.no_grad():
+        self._init_after_build()
+
+    def _init_after_build(self) -> None:
+        with torch.no_grad():
+            if self.init == "he_uniform":
+                for layer in self.linear_layers():
+                    nn.init.kaiming_uniform_(layer.weight)
+                    if layer.bias is not None:
+                        layer.bias.zero_()
+            if self.init_scale != 1.0:
                 for p in self.parameters():
                     p.mul_(self.init_scale)
+
+    def reset_parameters(self) -> None:
+        """Draw fresh parameters from the global RNG exactly as construction does (every layer's
+        default initialization in order, then ``init``, then ``init_scale``)."""
+        for layer in self.linear_layers():
+            layer.reset_parameters()
+        self._init_after_build()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1))

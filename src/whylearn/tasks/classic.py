@@ -30,6 +30,7 @@ from torch import Tensor, nn  # noqa: E402
 
 from whylearn.analysis import classic as sweeps  # noqa: E402
 from whylearn.analysis.plotting import save_figure  # noqa: E402
+from whylearn.data.base import Chunk  # noqa: E402
 from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
 from whylearn.models.perceptron import Perceptron, _pm1, linearly_separable, margin, novikoff_bound  # noqa: E402
 from whylearn.tasks.analysis import AnalysisTask  # noqa: E402
@@ -41,7 +42,9 @@ def _figures_dir(task: L.LightningModule) -> Path:
 
 
 def _samples(chunk) -> Any:
-    xs, ys = chunk
+    xs, ys = chunk[0], chunk[1]  # a Chunk (xs, ys) of K mini-batches, or a plain (x, y) batch (its samples)
+    if not isinstance(chunk, Chunk):
+        xs, ys = [xs], [ys]
     for x, y in zip(xs, ys, strict=False):
         yield from zip(x, y, strict=False)
 
@@ -298,9 +301,9 @@ class SweepTask(AnalysisTask):
 class XORSweepTask(SweepTask):
     """Success rate (4/4 on XOR) over seeds of MLPs 2 -> width -> 2 for each width and activation.
 
-    See :func:`whylearn.analysis.classic.xor_ensemble`: all seeds of one (width, activation) are
-    trained together by full-batch SGD with momentum on the squared error, from the
-    initialization :class:`whylearn.models.MLP` gives each seed.
+    See :func:`whylearn.analysis.classic.xor_members`: every network of the sweep (each width,
+    activation and seed) is trained at once, as one vectorized ensemble, by full-batch SGD with
+    momentum on the squared error, from the initialization :class:`whylearn.models.MLP` gives each seed.
     """
 
     def __init__(self, widths: Sequence[int] = (1, 2, 3, 4, 8), activations: Sequence[str] = ("step", "sigmoid", "tanh", "relu"),
@@ -323,13 +326,10 @@ class XORSweepTask(SweepTask):
         return range(self.seed, self.seed + self.num_seeds)
 
     def run_sweep(self) -> dict[str, Any]:
-        rows = []
-        for act in self.activations:
-            for w in self.widths:
-                row = sweeps.xor_sweep([w], [act], self.seeds, steps=self.steps, lr=self.lr,
-                                       momentum=self.momentum, loss=self.loss)[0]
-                rows.append(row)
-                self.point_done({f"xor/success_rate/{act}": row["success_rate"], "xor/width": w})
+        rows = sweeps.xor_sweep(self.widths, self.activations, self.seeds, steps=self.steps, lr=self.lr,
+                                momentum=self.momentum, loss=self.loss)  # the whole sweep as one ensemble
+        for row in rows:
+            self.point_done({f"xor/success_rate/{row['activation']}": row["success_rate"], "xor/width": row["width"]})
         out = {"rows": rows, "num_seeds": self.num_seeds, "seeds": [self.seed, self.seed + self.num_seeds - 1],
                "success_rate": {f"{r['activation']}/w{r['width']}": r["success_rate"] for r in rows}}
         # flat keys for the reference block (Rumelhart et al. 1986: 2 sigmoid units; width 1 never suffices)

@@ -45,8 +45,8 @@ class ClassificationTask(SplitEval, FastTask):
         model: the network.
         num_classes: C.
         loss: ``cross_entropy`` or ``mse``.
-        optimizer, scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val:
-            see :class:`~whylearn.tasks.base.FastTask`.
+        optimizer, scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val,
+        gradient_clip_algorithm, compile: see :class:`~whylearn.tasks.base.FastTask`.
     """
 
     def __init__(
@@ -59,8 +59,11 @@ class ClassificationTask(SplitEval, FastTask):
         scheduler_interval: str = "step",
         log_every_n_steps: int = 50,
         gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
+        compile: bool | str = False,
     ) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val)
+        super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val,
+                         gradient_clip_algorithm, compile)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; allowed: {list(LOSSES)}")
         self.model, self.num_classes, self.loss_name = model, int(num_classes), loss

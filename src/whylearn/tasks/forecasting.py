@@ -27,14 +27,17 @@ class ForecastTask(SplitEval, FastTask):
 
     Args:
         model: maps (B, 2 * window) to (B, 2).
-        optimizer, scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val: see FastTask.
+        optimizer, scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val, gradient_clip_algorithm,
+            compile: see FastTask.
     """
 
     def __init__(self, model: nn.Module, optimizer: Callable[..., torch.optim.Optimizer], residual: bool = True,
                  input_scale: float = 5.0, output_scale: float = 0.1, scheduler: Callable[..., Any] | None = None,
                  scheduler_interval: str = "step", log_every_n_steps: int = 50,
-                 gradient_clip_val: float | None = None) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val)
+                 gradient_clip_val: float | None = None, gradient_clip_algorithm: str = "norm",
+                 compile: bool | str = False) -> None:
+        super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val,
+                         gradient_clip_algorithm, compile)
         if input_scale <= 0 or output_scale <= 0:
             raise ValueError(f"input_scale and output_scale must be > 0 AU, got {input_scale} and {output_scale}")
         self.model, self.residual = model, residual

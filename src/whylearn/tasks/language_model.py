@@ -93,7 +93,8 @@ class LanguageModelTask(FastTask):
         decay_embeddings: also decay the token and position embeddings (nanoGPT's rule: every
             parameter with dim >= 2); default False, the GPT-3 groups (see :func:`split_decay`).
         sample_prompt, sample_tokens: a text sample generated at the end, kept in the summary.
-        scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val: see :class:`FastTask`.
+        scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val, gradient_clip_algorithm, compile:
+            see :class:`FastTask`.
     """
 
     def __init__(
@@ -104,13 +105,16 @@ class LanguageModelTask(FastTask):
         scheduler_interval: str = "step",
         log_every_n_steps: int = 50,
         gradient_clip_val: float | None = 1.0,
+        gradient_clip_algorithm: str = "norm",
+        compile: bool | str = False,
         decay_all: bool = False,
         decay_embeddings: bool = False,
         precision: str = "32",
         sample_prompt: str = "\n",
         sample_tokens: int = 300,
     ) -> None:
-        super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val)
+        super().__init__(optimizer, scheduler, scheduler_interval, log_every_n_steps, gradient_clip_val,
+                         gradient_clip_algorithm, compile)
         self.model, self.decay_all, self.precision = model, decay_all, str(precision)
         self.decay_embeddings = bool(decay_embeddings)
         self.sample_prompt, self.sample_tokens = sample_prompt, int(sample_tokens)
@@ -133,19 +137,21 @@ class LanguageModelTask(FastTask):
         logits = self.model(x)
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), y.reshape(-1)), x.numel()
 
-    def training_step(self, chunk, chunk_idx: int) -> None:
+    def training_step(self, chunk, chunk_idx: int):
         t0 = time.perf_counter()
         before = self.trainer.global_step
         out = super().training_step(chunk, chunk_idx)  # syncs: it checks the losses are finite
         self._time += time.perf_counter() - t0
+        # the steps this batch made: the fast loop has counted them; Lightning's loop counts its one step after this
+        after = before + 1 if self.automatic_optimization else self.trainer.global_step
         every = self.log_every_n_steps
-        if self.trainer.global_step // every != before // every and self._time > 0:
+        if after // every != before // every and self._time > 0:
             tps = self._tokens / self._time
             metrics = {"perf/tokens_per_s": tps}
             peak = device_peak_flops(self.device, self.precision)
             if peak is not None and hasattr(self.model, "flops_per_token"):
                 metrics["perf/mfu"] = tps * self.model.flops_per_token() / peak
-            log_scalars(self, metrics)
+            log_scalars(self, metrics, step=after)
             self._tokens, self._time = 0, 0.0
         return out
 

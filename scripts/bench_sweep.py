@@ -1,0 +1,302 @@
+"""Benchmark: a whole sweep as one vectorized run against sequential single runs, with achieved FLOP/s.
+
+The grid is UDL notebook 8.3's double-descent sweep by default (28 widths x 3 seeds of a 40-w-w-10
+ReLU MLP on MNIST-1D, 4000 training examples, batch 100, SGD lr 0.01 momentum 0.9, each member its
+own data order, 15% uniform label noise), all through whylearn's own training path (in-memory
+chunked datamodule, Lightning Trainer, FastTask), validation off, so only training is timed.
+
+- **vectorized**: one ``EnsembleClassificationTask`` with the grid, ``--steps`` optimizer steps, for
+  each ``--variants`` entry (intra-op ``threads``, ``lanes``: threads the groups are split over,
+  ``layout``); and the same for the wide members alone (widths >= ``--wide``);
+- **sequential**: single runs (``ClassificationTask``, one thread), one seed per width, ``--seq-steps``
+  steps each: a sample, extrapolated per width to every seed and to ``--steps`` steps (stated as such);
+- **peak**: the machine's fp32 matmul rate measured in the same process: an n x n sgemm with 1 and
+  with 2 intra-op threads, and two single-threaded sgemms on two threads at once; the best is "peak".
+
+Reported: seed-steps per second (members x steps / wall second), the wall-time speedup, matmul
+FLOP/s (forward, weight and input gradients of every member at its own width; padding not counted)
+and its fraction of the peak, and the projected wall time of the full protocol (``--epochs`` epochs).
+
+    python scripts/bench_sweep.py --steps 400 --seq-steps 320 --json bench_sweep.json
+    python scripts/bench_sweep.py --ablation      # one thread, CPU time: the training paths side by side
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import threading
+import time
+import warnings
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from whylearn.data import MNIST1DDataModule
+from whylearn.models import MLP
+from whylearn.models.ensemble import GEMM_FLOPS_PER_S, GROUP_OVERHEAD_S, mlp_step_flops
+from whylearn.tasks import ClassificationTask, EnsembleClassificationTask
+
+NOTEBOOK_WIDTHS = [2, 4, 6, 8, 10, 14, 18, 22, 26, 30, 35, 40, 45, 50, 55, 60, 70, 80, 90, 100, 120, 140, 160, 180,
+                   200, 250, 300, 400]
+
+
+def datamodule(order_seed: int | None = None) -> MNIST1DDataModule:
+    return MNIST1DDataModule(num_samples=8000, train_split=0.5, val_size=0, batch_size=100, steps_per_chunk=64, seed=0,
+                             label_noise=0.15, label_noise_mode="uniform", label_noise_seed=42, order_seed=order_seed)
+
+
+def model(width: int) -> MLP:
+    return MLP(40, 10, width=int(width), depth=2, init="he_uniform")
+
+
+def _trainer(steps: int, clock: Callback) -> L.Trainer:
+    return L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                     callbacks=[clock],
+                     enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                     limit_val_batches=0, max_epochs=-1)
+
+
+class SteadyClock(Callback):
+    """Wall and CPU time of the optimizer steps after the first chunk (fit's start-up excluded)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not hasattr(self, "t0"):
+            self.t0, self.c0, self.s0 = time.perf_counter(), time.process_time(), trainer.global_step
+
+    def on_train_end(self, trainer, pl_module):
+        self.wall, self.cpu = time.perf_counter() - self.t0, time.process_time() - self.c0
+        self.steps = trainer.global_step - self.s0
+
+
+def fit(task, steps: int, dm) -> tuple[float, float, float]:
+    """(wall seconds per step, CPU seconds per step, fit start-up wall seconds) of ``steps`` optimizer
+    steps, the per-step times measured after the first chunk."""
+    clock = SteadyClock()
+    trainer = _trainer(steps, clock)
+    t0 = time.perf_counter()
+    trainer.fit(task, datamodule=dm)
+    total = time.perf_counter() - t0
+    assert trainer.global_step == steps and clock.steps > 0, (trainer.global_step, steps)
+    per_wall, per_cpu = clock.wall / clock.steps, clock.cpu / clock.steps
+    return per_wall, per_cpu, total - per_wall * steps
+
+
+def sgemm_rate(n: int, threads: int, concurrent: int = 1, seconds: float = 1.0) -> float:
+    """Best wall FLOP/s of n x n fp32 matmuls: ``threads`` intra-op threads, ``concurrent`` callers at once."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    outs = [torch.empty(n, n) for _ in range(concurrent)]
+    for _ in range(2):
+        torch.mm(a, b, out=outs[0])
+    best = 0.0
+    for _ in range(5):
+        counts = [0] * concurrent
+        stop = time.perf_counter() + seconds / 5
+
+        def work(i, counts=counts, stop=stop):
+            while time.perf_counter() < stop:
+                torch.mm(a, b, out=outs[i])
+                counts[i] += 1
+
+        t0 = time.perf_counter()
+        threads_ = [threading.Thread(target=work, args=(i,)) for i in range(1, concurrent)]
+        for t in threads_:
+            t.start()
+        work(0)
+        for t in threads_:
+            t.join()
+        best = max(best, 2 * n**3 * sum(counts) / (time.perf_counter() - t0))
+    return best
+
+
+def vectorized(widths, seeds, steps, threads, lanes, layout):
+    torch.set_num_threads(threads)
+    opt = partial(torch.optim.SGD, lr=0.01, momentum=0.9)
+    task = EnsembleClassificationTask(model(widths[0]), 10, opt, grid={"model.width": widths, "seed": seeds},
+                                      data_order="member", layout=layout, model_factory=lambda **o: model(o["width"]),
+                                      batch_size=100, lanes=lanes, log_every_n_steps=50)
+    wall, cpu, startup = fit(task, steps, datamodule())
+    flops = len(seeds) * sum(mlp_step_flops([40, w, w, 10], 100) for w in widths)
+    return {"members": task.num_members, "groups": len(task.model.groups), "layout": task.model.layout,
+            "group_widths": [g["hidden"][0] for g in task.model.describe()], "wall_s_per_step": wall,
+            "cpu_s_per_step": cpu, "startup_s": startup, "wall_s": wall * steps,
+            "seed_steps_per_s": task.num_members / wall, "matmul_flop_per_s": flops / wall}
+
+
+def ablation(widths, seeds, steps: int, rounds: int) -> list[dict]:
+    """CPU time per step (one thread, a plain loop: model, loss, backward, SGD) of the ways to train the
+    grid, side by side in rounds; and the cost model's two constants measured (models/ensemble.py)."""
+    import torch.nn.functional as F
+
+    from whylearn.models.ensemble import MemberEnsemble
+    from whylearn.tasks.ensemble import fused_member_losses
+
+    torch.set_num_threads(1)
+    members = []
+    for w in widths:
+        for s in seeds:
+            torch.manual_seed(s)
+            members.append(model(w))
+    S, B = len(members), 100
+    x, y = torch.randn(S, B, 40), torch.randint(0, 10, (S, B))
+
+    def loop(ens, fused, sgd_fused):
+        opt = torch.optim.SGD(ens.parameters(), lr=0.01, momentum=0.9, fused=sgd_fused)
+
+        def step():
+            if fused:
+                loss = fused_member_losses(ens, x, y, "cross_entropy", True)[0].sum()
+            else:
+                out = ens(x, per_member=True)
+                loss = F.cross_entropy(out.reshape(-1, 10), y.reshape(-1), reduction="none").view(S, B).mean(1).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    exact, auto = MemberEnsemble(members, layout="exact"), MemberEnsemble(members, layout="auto")
+    variants = {"autograd, exact groups, foreach SGD": loop(exact, False, False),
+                "autograd, auto layout, fused SGD": loop(auto, False, True),
+                "one node (fused loss), exact groups, fused SGD": loop(exact, True, True),
+                "one node (fused loss), auto layout, fused SGD": loop(auto, True, True)}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for f in variants.values():
+        f()
+    for _ in range(rounds):
+        for k, f in variants.items():
+            c0 = time.process_time()
+            for _ in range(steps):
+                f()
+            times[k].append((time.process_time() - c0) / steps)
+    flops = len(seeds) * sum(mlp_step_flops([40, w, w, 10], B) for w in widths)
+    rows = [{"variant": k, "groups": len((exact if "exact" in k else auto).groups),
+             "cpu_ms_per_step": 1e3 * sorted(v)[len(v) // 2], "matmul_gflop_per_cpu_s": flops / sorted(v)[len(v) // 2] / 1e9}
+            for k, v in times.items()]
+    # the cost model's constants: the marginal cost of a group of tiny members, and a wide group's rate
+    tiny = MemberEnsemble([model(2 + g) for g in range(28) for _ in seeds], layout="exact")
+    one = MemberEnsemble([model(2) for _ in seeds], layout="exact")
+    wide = MemberEnsemble([model(400) for _ in seeds], layout="exact")
+
+    def per_step(ens, n=steps):
+        xs, ys = torch.randn(ens.num_members, B, 40), torch.randint(0, 10, (ens.num_members, B))
+        opt = torch.optim.SGD(ens.parameters(), lr=0.01, momentum=0.9, fused=True)
+
+        def step():
+            loss = fused_member_losses(ens, xs, ys, "cross_entropy", True)[0].sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        step()
+        c0 = time.process_time()
+        for _ in range(n):
+            step()
+        return (time.process_time() - c0) / n
+
+    overhead = (per_step(tiny) - per_step(one)) / 27
+    rate = len(seeds) * mlp_step_flops([40, 400, 400, 10], B) / per_step(wide)
+    rows.append({"variant": "cost model", "group_overhead_s": overhead, "gemm_flop_per_s": rate,
+                 "overhead_x_rate_mflop": overhead * rate / 1e6})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--widths", type=int, nargs="+", default=NOTEBOOK_WIDTHS)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=400, help="optimizer steps of each vectorized run (timed after the first 64)")
+    ap.add_argument("--seq-steps", type=int, default=320, help="steps of each sampled single run (timed after the first 64)")
+    ap.add_argument("--variants", nargs="+", default=["threads=1,lanes=1", "threads=1,lanes=2", "threads=2,lanes=1"],
+                    help="vectorized configurations: threads=T,lanes=L[,layout=auto|exact|padded]")
+    ap.add_argument("--wide", type=int, default=200, help="widths >= this are 'the wide members'")
+    ap.add_argument("--epochs", type=int, default=1000, help="for the projected full-protocol time")
+    ap.add_argument("--gemm-n", type=int, default=1024)
+    ap.add_argument("--no-sequential", action="store_true")
+    ap.add_argument("--ablation", action="store_true", help="only the one-thread CPU-time comparison of the "
+                    "training paths and the layout cost model's constants")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the ablation")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    if args.ablation:
+        rows = ablation(args.widths, list(range(args.seeds)), min(args.steps, 30), args.rounds)
+        print("| training path (1 thread, plain loop) | groups | CPU ms / step (median) | matmul GFLOP per CPU second |")
+        print("| --- | --- | --- | --- |")
+        for r in rows[:-1]:
+            print(f"| {r['variant']} | {r['groups']} | {r['cpu_ms_per_step']:.2f} | {r['matmul_gflop_per_cpu_s']:.1f} |")
+        c = rows[-1]
+        print(f"cost model: {c['group_overhead_s'] * 1e6:.0f} us per extra group, wide-group rate "
+              f"{c['gemm_flop_per_s'] / 1e9:.0f} GFLOP/s: one group costs as much as {c['overhead_x_rate_mflop']:.1f} MFLOP "
+              f"(models/ensemble.py uses {GROUP_OVERHEAD_S * GEMM_FLOPS_PER_S / 1e6:.1f})")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        return
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    seeds = list(range(args.seeds))
+    steps_per_epoch = 40  # 4000 examples / batch 100
+
+    peaks = {"sgemm_1_thread": sgemm_rate(args.gemm_n, 1), "sgemm_2_threads": sgemm_rate(args.gemm_n, 2),
+             "sgemm_2_concurrent_1_thread": sgemm_rate(args.gemm_n, 1, concurrent=2)}
+    peak = max(peaks.values())
+    print(f"fp32 matmul peak ({args.gemm_n}^3 sgemm, best of 5): " +
+          ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peaks.items()) + f"; peak = {peak / 1e9:.1f} GFLOP/s")
+
+    torch.set_num_threads(1)
+    fit(ClassificationTask(model(8), 10, partial(torch.optim.SGD, lr=0.01, momentum=0.9)), 64, datamodule())  # warm-up
+    seq = {}
+    if not args.no_sequential:
+        for w in args.widths:  # one seed per width: the sample
+            torch.set_num_threads(1)
+            torch.manual_seed(0)
+            task = ClassificationTask(model(w), 10, partial(torch.optim.SGD, lr=0.01, momentum=0.9), log_every_n_steps=50)
+            wall, cpu, startup = fit(task, args.seq_steps, datamodule(order_seed=0))
+            seq[w] = {"wall_s_per_step": wall, "cpu_s_per_step": cpu, "startup_s": startup}
+        seq_wall = sum(v["wall_s_per_step"] for v in seq.values()) * len(seeds) * args.steps
+        seq_startup = sum(v["startup_s"] for v in seq.values()) * len(seeds)
+        print(f"sequential (one seed per width, {args.seq_steps} steps each, extrapolated to {len(seeds)} seeds x "
+              f"{args.steps} steps): {seq_wall:.1f} s of steps, {len(args.widths) * len(seeds) * args.steps / seq_wall:.0f} "
+              f"seed-steps/s (+ {seq_startup:.0f} s of fit start-ups for {len(args.widths) * len(seeds)} runs)")
+
+    wide = [w for w in args.widths if w >= args.wide]
+    rows = []
+    for spec in args.variants:
+        kv = dict(item.split("=") for item in spec.split(","))
+        threads, lanes, layout = int(kv.get("threads", 1)), int(kv.get("lanes", 1)), kv.get("layout", "auto")
+        load = os.getloadavg()[0]
+        full = vectorized(args.widths, seeds, args.steps, threads, lanes, layout)
+        wide_run = vectorized(wide, seeds, args.steps, threads, lanes, layout) if wide else None
+        row = {"variant": spec, "threads": threads, "lanes": lanes, "layout": layout, "load_avg_1min": round(load, 1),
+               "full": full, "wide": wide_run, "wide_widths": wide,
+               "fraction_of_peak": full["matmul_flop_per_s"] / peak,
+               "wide_fraction_of_peak": wide_run["matmul_flop_per_s"] / peak if wide_run else None,
+               "projected_full_protocol_s": full["wall_s_per_step"] * steps_per_epoch * args.epochs}
+        if seq:
+            row["speedup_wall"] = seq_wall / full["wall_s"]
+        rows.append(row)
+    print(f"\n{len(args.widths)} widths x {len(seeds)} seeds = {len(args.widths) * len(seeds)} members, {args.steps} steps; "
+          f"wide members: widths {wide}")
+    print("| variant | load avg | groups | wall (s) | seed-steps/s | speedup (wall) vs sequential | matmul GFLOP/s | "
+          "of peak | wide members: GFLOP/s, of peak | projected 1000 epochs |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        f, wr = r["full"], r["wide"]
+        print(f"| {r['variant']} | {r['load_avg_1min']} | {f['groups']} | {f['wall_s']:.1f} | {f['seed_steps_per_s']:.0f} | "
+              f"{r.get('speedup_wall', float('nan')):.1f}x | {f['matmul_flop_per_s'] / 1e9:.1f} | {r['fraction_of_peak']:.0%} | "
+              + (f"{wr['matmul_flop_per_s'] / 1e9:.1f}, {r['wide_fraction_of_peak']:.0%}" if wr else "-")
+              + f" | {r['projected_full_protocol_s'] / 60:.1f} min |")
+    res = {"widths": args.widths, "seeds": seeds, "steps": args.steps, "seq_steps": args.seq_steps, "peaks": peaks,
+           "peak": peak, "sequential_sample": seq, "variants": rows, "torch": torch.__version__,
+           "machine": platform.machine(), "cpus": os.cpu_count()}
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
