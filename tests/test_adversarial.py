@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import compose
 from whylearn.analysis import adversarial as A
 from whylearn.models import MLP, ConvNet
 
@@ -169,7 +170,8 @@ def test_study_writes_seed_summaries_and_figures_and_refuses_bad_arms(tmp_path, 
     from whylearn.studies.adversarial import study
 
     base = _run_seed_cfg({"attack": "none"}, 4)
-    kwargs = {"models": {"mlp": base["model"]}, "trainings": {"natural": {"attack": "none"}, "fgsm": {"attack": "fgsm", "epsilon": 0.1}},
+    trainings = {"natural": {"attack": "none"}, "fgsm": {"attack": "fgsm", "epsilon": 0.1}}
+    kwargs = {"models": {"mlp": base["model"]}, "trainings": trainings,
               "data": base["data"], "optimizer": base["optimizer"], "max_steps": 4, "evaluation": base["evaluation"]}
     arms = {"mlp": {"model": "mlp"}, "mlp_fgsm": {"model": "mlp", "training": "fgsm", "label": "FGSM-trained"}}
     s = study(tmp_path, arms, num_seeds=2, **kwargs)
@@ -182,3 +184,47 @@ def test_study_writes_seed_summaries_and_figures_and_refuses_bad_arms(tmp_path, 
         study(tmp_path, {"x": {"model": "cnn"}}, **kwargs)
     with pytest.raises(ValueError, match="arm training 'trades' is not defined"):
         study(tmp_path, {"x": {"model": "mlp", "training": "trades"}}, **kwargs)
+
+
+def _verdicts(summary: dict) -> dict[str, str]:
+    return {e["quantity"]: e["verdict"] for e in summary["reference"]}
+
+
+@pytest.mark.slow
+def test_full_adversarial_mnist_mlps_match_goodfellow(tmp_path, shared_data):
+    """The MNIST MLP arms as measured in docs/experiments.md (3 seeds, 1500 steps; about 30 minutes on one
+    busy core): natural models fall to ~0 accuracy at epsilon 0.25, FGSM training restores FGSM accuracy near
+    Goodfellow et al.'s 82.1% but not PGD accuracy."""
+    from whylearn.train import run
+
+    s = run(compose(["experiment=adversarial_mnist", f"paths.data_dir={shared_data}", "logger=csv",
+                     "task.analysis.max_steps=1500", "task.analysis.evaluation.num_examples=500",
+                     "~task.analysis.arms.cnn", "~task.analysis.arms.cnn_pgd", "task.analysis.triptych=[mlp,mlp_fgsm]"],
+                    tmp_path))
+    v = _verdicts(s)
+    assert v["logistic/fgsm_acc@0.25"] == "pass" and v["mlp_fgsm/fgsm_acc@0.25"] == "pass"
+    assert s["mlp/fgsm_acc@0.25"] < 0.05 and s["mlp/pgd_acc@0.3"] < 0.05
+    assert s["mlp_fgsm/fgsm_acc@0.25"] > s["mlp/fgsm_acc@0.25"] + 0.5
+    assert s["mlp_fgsm/pgd_acc@0.25"] < 0.1  # FGSM training does not survive PGD (Madry et al.)
+
+
+@pytest.mark.slow
+def test_full_adversarial_mnist_natural_cnn_falls_to_pgd(tmp_path, shared_data):
+    """The natural CNN as measured in docs/experiments.md: near 0 under PGD at 0.3 (Madry et al. Fig. 4)."""
+    from whylearn.train import run
+
+    s = run(compose(["experiment=adversarial_mnist", f"paths.data_dir={shared_data}", "logger=csv",
+                     "task.analysis.max_steps=1000", "task.analysis.evaluation.num_examples=500",
+                     "~task.analysis.arms.logistic", "~task.analysis.arms.mlp", "~task.analysis.arms.mlp_fgsm",
+                     "~task.analysis.arms.cnn_pgd", "task.analysis.triptych=[cnn]"], tmp_path))
+    assert _verdicts(s)["cnn/pgd_acc@0.3"] == "pass" and s["cnn/clean_acc"] > 0.97
+
+
+@pytest.mark.slow
+def test_full_adversarial_mnist1d(tmp_path):
+    """The MNIST-1D experiment as measured (3 arms x 3 seeds, 1000 steps): PGD training keeps more at epsilon 0.2."""
+    from whylearn.train import run
+
+    s = run(compose(["experiment=adversarial_mnist1d", "logger=csv", "task.analysis.max_steps=1000"], tmp_path))
+    assert s["mlp/pgd_acc@0.2"] < 0.5 * s["mlp/clean_acc"]
+    assert s["mlp_pgd/pgd_acc@0.2"] > s["mlp/pgd_acc@0.2"] + 0.1
