@@ -3,6 +3,7 @@
 from whylearn.models.adaline import Adaline, lms_bounds, lms_mean_square_edge, run_lms
 from whylearn.models.cnn import CNN
 from whylearn.models.cnn1d import CNN1D
+from whylearn.models.convnet import ConvNet
 from whylearn.models.ensemble import VmapEnsemble, reinitialize
 from whylearn.models.gpt import GPT
 from whylearn.models.hopfield import Hopfield, overlap
@@ -32,6 +33,7 @@ __all__ = [
     "train_perceptron",
     "CNN",
     "CNN1D",
+    "ConvNet",
     "ResNet",
     "VmapEnsemble",
     "reinitialize",

@@ -1,5 +1,6 @@
 """Tasks: thin LightningModules that say what is optimized and logged."""
 
+from whylearn.tasks.adversarial import AdversarialTrainingTask
 from whylearn.tasks.analysis import AnalysisTask
 from whylearn.tasks.base import FastTask, History, NonFiniteLossError, get_history, log_scalars
 from whylearn.tasks.classic import (
@@ -19,6 +20,7 @@ from whylearn.tasks.invariance import InvarianceStudyTask
 from whylearn.tasks.language_model import LanguageModelTask
 
 __all__ = [
+    "AdversarialTrainingTask",
     "AnalysisTask",
     "ClassificationTask",
     "ContinualClassificationTask",

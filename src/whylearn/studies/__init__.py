@@ -1,0 +1,13 @@
+"""Studies: experiments made of many training runs (arms x seeds, pruning rounds), above tasks and callbacks.
+
+Each study module keeps its science in plain functions: ``run_seed(cfg, seed)`` trains and measures one
+arm for one seed from a plain config (nested dicts with Hydra ``_target_`` nodes) and returns plain
+numbers; ``study(out_dir, ...)`` runs the arms and seeds, aggregates mean and standard deviation, and
+draws the figures. ``whylearn-train experiment=<name>`` runs a study through
+:class:`~whylearn.tasks.AnalysisTask` (``task.analysis`` names the study function), so the run leaves
+``summary.json``, ``figures/`` and its W&B run like any other.
+
+- :mod:`whylearn.studies.adversarial`: accuracy against the L-infinity budget, natural vs adversarial training.
+- :mod:`whylearn.studies.lottery`: iterative magnitude pruning with rewinding, winning tickets vs random reinit.
+- :mod:`whylearn.studies.regularization`: explicit regularizers on true and random labels (Zhang et al. 2017).
+"""
