@@ -14,6 +14,7 @@ from whylearn.tasks.classic import (
 from whylearn.tasks.classification import ClassificationTask, classification_loss
 from whylearn.tasks.ensemble import EnsembleClassificationTask
 from whylearn.tasks.forecasting import ForecastTask
+from whylearn.tasks.gradient_penalty import GradientPenaltyTask
 from whylearn.tasks.language_model import LanguageModelTask
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "EnsembleClassificationTask",
     "FastTask",
     "ForecastTask",
+    "GradientPenaltyTask",
     "History",
     "HopfieldCapacityTask",
     "HopfieldTask",
