@@ -120,3 +120,19 @@ def test_task_with_zero_penalty_is_plain_classification_and_the_penalty_lowers_t
         return s["noise/grad_norm_sq"] + s["noise/trace_cov"] / 25
 
     assert subbatch_term(pen) < 0.8 * subbatch_term(plain), (subbatch_term(pen), subbatch_term(plain))
+
+
+@pytest.mark.slow
+def test_full_experiment_gd_and_sgd_fit_and_sgd_generalizes_better(make_cfg):
+    """The experiment as documented, seed 0 (about 5 minutes on an idle core): full-batch GD and SGD both reach
+    zero training error on MNIST-1D, and SGD's test accuracy is above GD's; GD + the explicit penalty also fits
+    and ends no worse than GD (docs/experiments.md: over 3 seeds it closes only part of the gap)."""
+    from whylearn.train import run
+
+    base = ["experiment=fullbatch_vs_sgd", "logger=csv", "seed=0"]
+    gd = run(make_cfg(base, "gd"))
+    sgd = run(make_cfg(base + ["data.batch_size=16"], "sgd"))
+    pen = run(make_cfg(base + ["task.grad_penalty=0.25"], "pen"))
+    assert gd["train/acc"] == 1.0 and sgd["train/acc"] == 1.0 and pen["train/acc"] == 1.0
+    assert sgd["test/acc"] > gd["test/acc"] + 0.01, (sgd["test/acc"], gd["test/acc"])
+    assert pen["test/acc"] >= gd["test/acc"], (pen["test/acc"], gd["test/acc"])
