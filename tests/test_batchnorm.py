@@ -81,3 +81,19 @@ def test_batchnorm_mode_gap_is_zero_without_batchnorm_and_restores_running_stati
     assert all(torch.equal(before[k], v) for k, v in bn.state_dict().items())
     with pytest.raises(ValueError, match="batch_size"):
         batchnorm_mode_gap(bn, x, y, batch_size=1)
+
+
+def test_batchnorm_experiment_runs_with_its_measurements(make_cfg):
+    """The config and its two callbacks in a real (short) run: Santurkar et al.'s scalars and the mode gap land in
+    summary.json; training is not perturbed by the measurement (same train loss with the callback removed)."""
+    from whylearn.train import run
+
+    base = ["experiment=batchnorm", "model.norm=noisy_batch", "logger=csv", "trainer.max_steps=20",
+            "data.num_samples=1000", "data.batch_size=32", "callbacks.gradient_predictiveness.every_n_steps=10",
+            "callbacks.gradient_predictiveness.num_samples=64", "trainer.check_val_every_n_epoch=1"]
+    s = run(make_cfg(base, "with"))
+    assert s["status"] == "completed" and s["steps"] == 20
+    assert s["smooth/beta_mean"] > 0 and s["smooth/grad_norm_mean"] > 0 and s["smooth/loss_range_mean"] >= 0
+    assert 0 <= s["bn/eval_acc"] <= 1 and s["bn/mode_gap"] == pytest.approx(s["bn/batch_stats_acc"] - s["bn/eval_acc"])
+    without = run(make_cfg(base + ["callbacks.gradient_predictiveness=null"], "without"))
+    assert without["train/loss"] == pytest.approx(s["train/loss"], rel=1e-6)

@@ -34,6 +34,8 @@ class GradientPredictiveness(Callback):
         seed: picks the batch and seeds the noise of stochastic layers during the measurement.
     """
 
+    whylearn_batch_hooks = "per_step"   # reads only trainer.global_step: the fast loop calls it at every step
+
     def __init__(self, every_n_steps: int = 100, num_samples: int | None = 128,
                  step_multipliers: Sequence[float] = (0.5, 1.0, 2.0, 3.0, 4.0), seed: int = 0) -> None:
         if every_n_steps < 1:
