@@ -62,7 +62,8 @@ def main() -> None:
                 v = np.array([[c[s] for s in steps] for c in cs])
                 mean, sd = v.mean(0), v.std(0)
                 ax.plot(steps, mean, label=label)
-                ax.fill_between(steps, mean - sd, mean + sd, alpha=0.2)
+                low = np.maximum(mean - sd, mean / 10) if log else mean - sd   # a log axis cannot show <= 0
+                ax.fill_between(steps, low, mean + sd, alpha=0.2)
             ax.set_xlabel("optimizer step")
             ax.set_title(key)
             if log:
