@@ -48,6 +48,7 @@ def evaluate_run(path: str) -> dict:
     from omegaconf import OmegaConf
 
     from whylearn import build
+    from whylearn.checkpoints import load_checkpoint
     from whylearn.sample import find_checkpoint
 
     ckpt, run = find_checkpoint(path)
@@ -55,7 +56,7 @@ def evaluate_run(path: str) -> dict:
     dm = build.build_datamodule(cfg)
     dm.setup()
     model = build.build_model(cfg, dm)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = load_checkpoint(ckpt)
     model.load_state_dict({k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")})
     val = dm.val  # all windows, stride block_size
     per_window = window_losses(model, val.x, val.y)

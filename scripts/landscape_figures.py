@@ -54,13 +54,17 @@ def eos(rs, out: Path) -> None:
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(11, 4))
     print("| eta | 2/eta | sharpness at the end | mean over the last half | max | final train loss |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for i, r in enumerate(rs):
+    lrs = sorted({r["cfg"]["optimizer"]["lr"] for r in rs})
+    seen = set()
+    for r in rs:  # one colour per eta; its seeds share it
         lr = r["cfg"]["optimizer"]["lr"]
-        c = f"C{i}"
+        c = f"C{lrs.index(lr)}"
+        label = None if lr in seen else f"eta = {lr:g}"
+        seen.add(lr)
         s, l = xy(r, "train/loss")
-        a0.plot(s, l, color=c, lw=1, label=f"eta = {lr:g}")
+        a0.plot(s, l, color=c, lw=1, label=label)
         s, lam = xy(r, "sharpness/lambda_max")
-        a1.plot(s, lam, color=c, lw=1.3, label=f"eta = {lr:g}")
+        a1.plot(s, lam, color=c, lw=1.1, alpha=0.8, label=label)
         a1.axhline(2 / lr, color=c, ls="--", lw=1)
         half = [v for st, v in zip(s, lam, strict=False) if st >= s[-1] / 2]
         print(f"| {lr:g} | {2 / lr:.3g} | {lam[-1]:.3f} | {sum(half) / len(half):.3f} | {max(lam):.3f} | "
@@ -73,7 +77,8 @@ def eos(rs, out: Path) -> None:
     a1.set_title("dashed: 2 / eta")
     for a in (a0, a1):
         a.legend(fontsize=8)
-    fig.suptitle("Edge of stability: tanh MLP, 1000 MNIST-1D samples")
+    n = len(rs) // max(len(lrs), 1)
+    fig.suptitle(f"Edge of stability: tanh MLP, 1000 MNIST-1D samples ({n} seed{'s' * (n > 1)} per eta)")
     save_figure(fig, out)
 
 
@@ -138,27 +143,46 @@ def sweep_panels(x, xlabel: str, panels, title: str, out: Path, width: float) ->
 
 
 def init(rs, out: Path) -> None:
-    rs = sorted(rs, key=lambda r: r["cfg"]["model"]["init_scale"])
-    sc = [r["cfg"]["model"]["init_scale"] for r in rs]
-    def get(k):
-        return [r["summary"].get(k) for r in rs]
+    """The init-scale sweep, one row per scale: mean ± sd over its seeds (and each seed's value), and the figure."""
+    import statistics
 
-    print(
-        "| init scale | steps to 99% train acc | train acc | test acc | sharpness (init) | sharpness (end) | initial ||theta|| | final ||theta|| |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    by: dict[float, list[dict]] = {}
     for r in rs:
-        sm = r["summary"]
-        s0 = xy(r, "sharpness/lambda_max")[1]
-        print(f"| {r['cfg']['model']['init_scale']:g} | {sm.get('fit/steps_to_fit')} | {sm['train/acc']:.3f} | "
-              f"{sm.get('test/acc', float('nan')):.3f} | {s0[0]:.3g} | {sm.get('sharpness/lambda_max', float('nan')):.3g} | "
-              f"{initial_norm(r['cfg']):.3g} | {sm['weights/l2_total']:.3g} |")
-    steps = [s if s is not None else float("nan") for s in get("fit/steps_to_fit")]
-    sweep_panels(sc, "initialization scale (x default)",
-                 [(steps, "steps to 99% train accuracy", True), (get("test/acc"), "test accuracy", False),
-                  (get("sharpness/lambda_max"), "sharpness at the end", True),
-                  (get("weights/l2_total"), "final weight norm ||theta||", True)],
-                 "Initialization scale sweep: MLP 40-100-100-10 on MNIST-1D, Adam", out, width=15)
+        by.setdefault(r["cfg"]["model"]["init_scale"], []).append(r)
+    sc = sorted(by)
+
+    def vals(k, scale):
+        return [r["summary"].get(k) for r in by[scale] if r["summary"].get(k) is not None]
+
+    def ms(v):
+        return f"{statistics.fmean(v):.3g} ± {statistics.stdev(v):.2g}" if len(v) > 1 else (f"{v[0]:.3g}" if v else "-")
+
+    print("| init scale | seeds | steps to 99% train acc | train acc | test acc | sharpness (init) | sharpness (end) "
+          "| end converged | final ||theta|| |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for x in sc:
+        s0 = [xy(r, "sharpness/lambda_max")[1][0] for r in by[x] if xy(r, "sharpness/lambda_max")[1]]
+        print(f"| {x:g} | {sorted(r['cfg']['seed'] for r in by[x])} | {ms(vals('fit/steps_to_fit', x))} | "
+              f"{ms(vals('train/acc', x))} | {ms(vals('test/acc', x))} | {ms(s0)} | {ms(vals('sharpness/lambda_max', x))} | "
+              f"{sum(vals('sharpness/converged', x)):g} of {len(by[x])} | {ms(vals('weights/l2_total', x))} |")
+    panels = [("fit/steps_to_fit", "steps to 99% train accuracy", True), ("test/acc", "test accuracy", False),
+              ("sharpness/lambda_max", "sharpness at the end", True), ("weights/l2_total", "final weight norm ||theta||", True)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 3.6))
+    for ax, (key, title, logy) in zip(axes, panels, strict=True):
+        for x in sc:
+            ax.plot([x] * len(vals(key, x)), vals(key, x), ".", color="gray", alpha=0.6)
+        means = [statistics.fmean(vals(key, x)) for x in sc]
+        sds = [statistics.stdev(vals(key, x)) if len(vals(key, x)) > 1 else 0.0 for x in sc]
+        ax.errorbar(sc, means, yerr=sds, fmt="o-", capsize=3)
+        ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel("initialization scale (x default)")
+        ax.set_title(title)
+    n = sorted({len(v) for v in by.values()})
+    fig.suptitle(f"Initialization scale sweep: MLP 40-100-100-10 on MNIST-1D, Adam (mean ± sd over {'/'.join(map(str, n))} "
+                 f"seeds per scale, grey: each seed)")
+    save_figure(fig, out)
 
 
 def bslr(rs, out: Path) -> None:
@@ -279,12 +303,12 @@ def omnigrok(rs, out: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("kind", choices=["eos", "regions", "init", "bslr", "resnet", "omnigrok"])
-    p.add_argument("multirun", type=Path)
+    p.add_argument("multirun", type=Path, nargs="+", help="one or more multirun folders (their runs are pooled)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     {"eos": eos, "regions": regions, "init": init, "bslr": bslr, "resnet": resnet, "omnigrok": omnigrok}[a.kind](
-        runs(a.multirun), a.out
+        [r for m in a.multirun for r in runs(m)], a.out
     )
     print(f"\nfigure: {a.out}")
 

@@ -88,7 +88,8 @@ def test_published_values_are_drawn_on_the_figures_that_name_them(tmp_path):
     lines = [{**GOOD, "figure": "accuracy"}, {**GOOD, "quantity": "memorization", "published": 1400, "axis": "x",
                                               "figure": ["accuracy"], "panel": 1},
              {**GOOD, "quantity": "range", "published": [0.1, 0.2], "figure": "accuracy"},
-             {**GOOD, "quantity": "elsewhere", "published": 0.5, "figure": "loss"}]
+             {**GOOD, "quantity": "elsewhere", "published": 0.5, "figure": "loss"},
+             {**GOOD, "quantity": "both panels", "published": 9400, "axis": "x", "figure": "accuracy", "panel": [0, 1]}]
     reference.activate(lines)
     try:
         fig, (a0, a1) = plt.subplots(1, 2)
@@ -96,9 +97,10 @@ def test_published_values_are_drawn_on_the_figures_that_name_them(tmp_path):
         save_figure(fig, tmp_path / "accuracy.png")
     finally:
         reference.activate(None)
-    ys = [ln.get_ydata()[0] for ln in a0.get_lines()[1:]]
+    ys = [ln.get_ydata()[0] for ln in a0.get_lines()[1:] if ln.get_xdata()[0] != ln.get_xdata()[1]]
+    xs0 = [ln.get_xdata()[0] for ln in a0.get_lines()[1:] if ln.get_xdata()[0] == ln.get_xdata()[1]]
     xs = [ln.get_xdata()[0] for ln in a1.get_lines()]
-    assert ys == [0.68] and xs == [1400]  # the loss figure's entry is not drawn here
+    assert ys == [0.68] and xs == [1400, 9400] and xs0 == [9400]  # the loss figure's entry is not drawn here
     assert len(a0.patches) == 1  # the [low, high] range as a band
     assert any("published" in t.get_text() for t in a0.get_legend().get_texts())
     # with no active block nothing is drawn
@@ -143,14 +145,19 @@ def test_a_malformed_block_stops_the_run_before_anything_is_written(tmp_path):
     assert not Path(cfg.paths.output_dir).exists()
 
 
-def test_every_experiment_block_present_is_valid(tmp_path):
+def test_every_experiment_declares_a_valid_reference_block(tmp_path):
+    """Every experiment states what the literature reports, or says why there is no published number."""
     experiments = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    missing = []
     for name in experiments:
         cfg = compose([f"experiment={name}"], tmp_path)
         try:
-            reference.from_config(cfg)
+            block = reference.validate(cfg.get("reference"))
         except reference.ReferenceBlockError as e:
             raise AssertionError(f"experiment={name}: {e}") from e
+        if block is None:
+            missing.append(name)
+    assert not missing, f"experiments without a reference block: {missing}"
 
 
 # -- whylearn-analyze fidelity -----------------------------------------------------------------------------------------
@@ -184,7 +191,7 @@ def test_fidelity_prints_one_table_over_all_runs(tmp_path, capsys):
     assert len(rows) == 2
     three = next(r for r in rows if "| default |" in r)
     mean, sd = statistics.fmean(accs), statistics.stdev(accs)
-    assert f"{mean:.4g} ± {sd:.4g} (3 seeds)" in three
+    assert f"{mean:.4g} ± {sd:.2g} (3 seeds)" in three
     assert "pass (2/3 runs pass)" in three  # the mean passes; 0.72 alone does not
     wide = next(r for r in rows if "model.hidden=[512,512]" in r)
     assert "0.75 (1 seed)" in wide and "| fail |" in wide
@@ -194,6 +201,27 @@ def test_fidelity_prints_one_table_over_all_runs(tmp_path, capsys):
     assert analyze_main(["fidelity", str(tmp_path), "--strict"]) == 1
     assert analyze_main(["fidelity", str(tmp_path / "nosuch")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_a_run_whose_old_block_is_invalid_today_is_one_row_and_the_table_goes_on(tmp_path, capsys):
+    _fake_run(tmp_path / "old" / "a", "kepler", 0, {"x": 1.0}, ["experiment=kepler"],
+              [{"quantity": "x", "published": 1.0, "source": "a paper, Table 1"}], with_block=False)  # no tolerance
+    _fake_run(tmp_path / "new" / "a", "mnist1d_mlp", 0, {"test/acc": 0.69}, ["experiment=mnist1d_mlp"], [GOOD])
+    assert analyze_main(["fidelity", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| kepler | default | - | - | - | no reference block |" in out and "missing key 'tolerance'" in out
+    assert "| mnist1d_mlp | default | test/acc | 0.68 ± 0.02 | 0.69 (1 seed) | pass |" in out
+
+
+def test_the_setting_leaves_out_seed_and_paths_and_writes_each_callback_as_one_item():
+    seeds = [fidelity.setting_of([f"seed={s}", "experiment=grokking", "paths.data_dir=x", "threads=1",
+                                  "+callbacks.early_stop._target_=lightning.pytorch.callbacks.EarlyStopping",
+                                  "+callbacks.early_stop.monitor=val/acc", "+callbacks.early_stop.mode=max",
+                                  "trainer.max_steps=100"]) for s in (0, 1)]
+    assert seeds[0] == seeds[1] == "callbacks.early_stop(mode=max, monitor=val/acc), trainer.max_steps=100"
+    other = fidelity.setting_of(["+callbacks.early_stop.monitor=val/loss", "trainer.max_steps=100"])
+    assert other != seeds[0]  # another callback field is another setting
+    assert fidelity.setting_of(["seed=3", "paths.root_dir=y"]) == ""
 
 
 def test_fidelity_all_lists_every_experiment_and_writes_the_docs_section(tmp_path, capsys):

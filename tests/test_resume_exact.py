@@ -32,11 +32,13 @@ SCHEDULES = {
     "cosine_val_every_6": ["scheduler=cosine", "+trainer.val_check_interval=6"],
 }
 WALL_TIME = ("fit_time_s", "steps_per_s", "run_dir")
+# how the run was made, not what it computed: the segments (start, resume), the resume record, the overrides
+HISTORY = ("segments", "resumed", "overrides")
 
 
 def _summary(run_dir: Path) -> dict:
     s = json.loads((run_dir / "summary.json").read_text())
-    return {k: v for k, v in s.items() if k not in WALL_TIME}
+    return {k: v for k, v in s.items() if k not in WALL_TIME + HISTORY}
 
 
 def _csv(run_dir: Path) -> list[dict]:
@@ -93,6 +95,8 @@ def test_stop_and_resume_equals_the_uninterrupted_run(straight, make_cfg, tmp_pa
     assert resumed["status"] == "completed"
     want, got = straight[schedule], tmp_path / "stopped"
     assert _summary(got) == _summary(want)
+    segments = json.loads((got / "summary.json").read_text())["segments"]
+    assert [(s["start_step"], s["end_step"]) for s in segments] == [(0, saved_at), (saved_at, 54)]
     rows_got, rows_want = _csv(got), _csv(want)
     assert len(rows_got) == len(rows_want)
     for a, b in zip(rows_got, rows_want, strict=True):

@@ -21,8 +21,10 @@ from whylearn import build
 from whylearn.checkpoints import CheckpointError, load_checkpoint
 from whylearn.train import SUMMARY_KEYS, run
 
+# the default experiment's data and model, trained briefly by shuffled SGD with a validation split
 SMALL = ["experiment=mnist1d_mlp", "data.num_samples=1500", "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=1",
-         "callbacks.model_checkpoint.every_n_epochs=1", "data.steps_per_chunk=8", "task.log_every_n_steps=5", "optimizer.lr=0.05"]
+         "callbacks.model_checkpoint.every_n_epochs=1", "data.steps_per_chunk=8", "task.log_every_n_steps=5", "optimizer=sgd",
+         "optimizer.lr=0.05", "data.val_size=0.1", "data.shuffle=true"]
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +125,20 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     assert a["train/loss"] != c["train/loss"]
 
 
-def test_every_config_composes(tmp_path):
+def test_every_config_composes_and_passes_the_schema(tmp_path):
+    from whylearn.config import validate
+
     experiments = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
     assert "mnist1d_mlp" in experiments and "mnist_mlp" in experiments
     for name in experiments:
         cfg = compose([f"experiment={name}"], tmp_path)
         assert cfg.data._target_ and cfg.trainer._target_
-    for group in ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "debug"):
+        validate(cfg)  # the shipped configs hold only allowed values (whylearn.config)
+    for group in ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "debug", "task"):
         for opt in sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")):
             if group == "trainer" and opt == "default":
                 continue
-            compose([f"{group}={opt}"], tmp_path)
+            validate(compose([f"{group}={opt}"], tmp_path))
 
 
 def test_logger_many_builds_csv_wandb_and_tensorboard(tmp_path):
@@ -163,8 +168,8 @@ def test_unknown_key_is_refused(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("model.activation=swish", r"unknown activation 'swish'; allowed: \['gelu', 'relu', 'sigmoid', 'step', 'tanh'\]"),
     ("task.loss=hinge", r"unknown loss 'hinge'; allowed: \['cross_entropy', 'mse'\]"),
-    ("data.label_noise=1.5", r"label_noise must be a fraction in \[0, 1\], got 1.5"),
-    ("progress=fancy", r"unknown progress 'fancy'; allowed"),
+    ("data.label_noise=1.5", r"data.label_noise=1.5: expected a number >= 0 and <= 1"),
+    ("progress=fancy", r"progress='fancy': expected one of \['auto', 'rich', 'tqdm', 'lines', 'none'\]"),
 ])
 def test_bad_values_name_the_value_and_the_allowed_ones(tmp_path, override, message):
     with pytest.raises(Exception, match=message):

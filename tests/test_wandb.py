@@ -82,7 +82,9 @@ def test_multirun_jobs_have_their_own_names_one_group_and_the_sweep_job_type(tmp
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     sweep = next((tmp_path / "outputs" / "mnist1d_mlp" / "multiruns").iterdir())
-    runs = [read_wandb_run(_run_file(sweep / str(job)))["run"] for job in (0, 1)]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [j.name for j in jobs] == ["0_model.hidden=[8]", "1_model.hidden=[16]"]  # <job number>_<its overrides>
+    runs = [read_wandb_run(_run_file(job))["run"] for job in jobs]
     common = "mnist1d_mlp data.num_samples=1000 trainer.max_epochs=1"
     assert [r["name"] for r in runs] == [f"{common} model.hidden=[8] #0", f"{common} model.hidden=[16] #1"]
     assert {r["group"] for r in runs} == {f"mnist1d_mlp/multiruns/{sweep.name}"}  # the sweep, as its folder says

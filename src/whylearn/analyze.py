@@ -89,7 +89,7 @@ def load_sweep(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     """
     root = Path(root)
     jobs = sorted({p.parent for p in root.rglob("summary.json")},
-                  key=lambda p: (int(p.name) if p.name.isdigit() else math.inf, str(p)))
+                  key=lambda p: (int(p.name.split("_")[0]) if p.name.split("_")[0].isdigit() else math.inf, str(p)))
     if not jobs:
         raise FileNotFoundError(f"no summary.json under {root}: pass a multirun folder (outputs/<task>/multiruns/<date>)")
     rows = []

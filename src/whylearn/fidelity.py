@@ -89,7 +89,7 @@ class Row:
         if len(self.measured) == 1:
             return reference.format_value(self.measured[0]) + self._seeds_text()
         mean, sd = statistics.fmean(self.measured), statistics.stdev(self.measured)
-        return f"{reference.format_value(mean)} ± {reference.format_value(sd)}" + self._seeds_text()
+        return f"{reference.format_value(mean)} ± {sd:.2g}" + self._seeds_text()
 
     def _seeds_text(self) -> str:
         n = len(self.measured)
@@ -113,13 +113,23 @@ def _overrides(run_dir: Path) -> list[str]:
 
 
 def setting_of(overrides: list[str]) -> str:
-    """The overrides that change what a run measures, sorted and joined (the seed, paths ... left out)."""
-    kept = []
+    """The overrides that change what a run measures, sorted and joined (the seed, paths ... left out).
+
+    The fields of one callback are written together, ``callbacks.early_stop(mode=max, monitor=val/acc)``
+    (its ``_target_`` left out), so that an added callback stays one readable item of the setting."""
+    kept, grouped = [], {}
     for o in overrides:
-        key = o.split("=", 1)[0].lstrip("+~")
+        key, _, value = o.lstrip("+~").partition("=")
         if any(key == ign.rstrip(".") or key.startswith(ign.rstrip(".") + ".") for ign in IGNORED_OVERRIDES):
             continue
+        parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "callbacks" and not o.startswith("~"):
+            fields = grouped.setdefault(parts[1], [])
+            if parts[2] != "_target_":
+                fields.append(f"{parts[2]}={value}")
+            continue
         kept.append(o.lstrip("+"))
+    kept += [f"callbacks.{name}({', '.join(sorted(fields))})" for name, fields in grouped.items()]
     return ", ".join(sorted(kept))
 
 
@@ -139,7 +149,10 @@ def load_run(run_dir: Path) -> Run:
     if "reference" in summary:
         block = summary["reference"]
     elif cfg is not None:  # a run from before the reference blocks: evaluate it now from its resolved config
-        block = reference.evaluate(reference.from_config(cfg), summary)
+        try:
+            block = reference.evaluate(reference.from_config(cfg), summary)
+        except reference.ReferenceBlockError as e:  # an older block format: one row says so, the table goes on
+            block = {"invalid": f"its config.yaml's block is not valid today: {e}"}
         recomputed = True
     else:
         block = None
@@ -184,6 +197,7 @@ def build_rows(runs: list[Run], all_experiments: dict[str, Any] | None = None) -
         setting = r.setting + ("" if r.status == "completed" else f" [{r.status}]")
         groups[(r.experiment, setting.strip())].append(r)
     rows: list[Row] = []
+    nones: dict[str, list[tuple[str, Any, str]]] = defaultdict(list)  # experiment -> (setting, seed, why)
     for (experiment, setting), members in sorted(groups.items()):
         by_entry: dict[str, Row] = {}
         for r in members:
@@ -191,9 +205,12 @@ def build_rows(runs: list[Run], all_experiments: dict[str, Any] | None = None) -
             if block is None:
                 by_entry.setdefault("__missing__", Row(experiment, setting, kind="missing")).seeds.append(r.seed)
                 continue
-            if isinstance(block, dict):
-                row = by_entry.setdefault("__none__", Row(experiment, setting, kind="none", note=str(block.get("none"))))
+            if isinstance(block, dict) and "invalid" in block:
+                row = by_entry.setdefault("__invalid__", Row(experiment, setting, kind="missing", note=block["invalid"]))
                 row.seeds.append(r.seed)
+                continue
+            if isinstance(block, dict):
+                nones[experiment].append((setting, r.seed, str(block.get("none"))))
                 continue
             for e in block:
                 key = json.dumps({k: e.get(k) for k in ("quantity", "published", "tolerance", "relation")}, sort_keys=True)
@@ -208,6 +225,14 @@ def build_rows(runs: list[Run], all_experiments: dict[str, Any] | None = None) -
                 if isinstance(m, (int, float)) and math.isfinite(m):
                     row.measured.append(float(m))
         rows.extend(by_entry.values())
+    for experiment, found in nones.items():  # runs without a published number: one row per experiment
+        settings = sorted({f for f, _, _ in found})
+        what = f"{len(found)} run{'s' * (len(found) > 1)}" + (f" in {len(settings)} settings" if len(settings) > 1 else "")
+        one = settings[0] if len(settings) == 1 else what
+        row = Row(experiment, one, kind="none", note=found[0][2])
+        row.seeds = [seed for _, seed, _ in found]
+        rows.append(row)
+    rows.sort(key=lambda r: (r.experiment, r.setting))
     if all_experiments is not None:
         seen = {r.experiment for r in runs}
         for name, block in sorted(all_experiments.items()):

@@ -7,7 +7,7 @@ import math
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-WARMUP_STYLES = ("linear", "nanogpt")
+WARMUP_STYLES = ("linear", "nanogpt", "nanda")
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0,
@@ -20,7 +20,9 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 
     ``warmup_style``: during the W = ``warmup_steps`` warm-up steps the factor is
     ``linear``: (t + 1) / W (reaches 1 at the last warm-up step), or
-    ``nanogpt``: (t + 1) / (W + 1) (nanoGPT's ``train.py get_lr``; 1 is first reached at step W).
+    ``nanogpt``: (t + 1) / (W + 1) (nanoGPT's ``train.py get_lr``; 1 is first reached at step W), or
+    ``nanda``: t / W (the first step has learning rate 0; Nanda et al. 2023's transformers.py,
+    ``LambdaLR(optimizer, lambda step: min(step / 10, 1))``).
 
     Raises:
         ValueError: total_steps < 1, warmup_steps < 0 or warmup_steps > total_steps, or an
@@ -29,6 +31,7 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
     if warmup_style not in WARMUP_STYLES:
         raise ValueError(f"unknown warmup_style {warmup_style!r}; allowed: {list(WARMUP_STYLES)}")
     warmup_div = warmup_steps + (1 if warmup_style == "nanogpt" else 0)
+    shift = 0 if warmup_style == "nanda" else 1
     if total_steps is None or total_steps < 1:
         raise ValueError(f"warmup_cosine needs total_steps >= 1, got {total_steps}")
     if not 0 <= warmup_steps <= total_steps:
@@ -36,7 +39,7 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 
     def factor(step: int) -> float:
         if step < warmup_steps:
-            return (step + 1) / warmup_div
+            return (step + shift) / warmup_div
         t = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 

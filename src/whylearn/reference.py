@@ -30,7 +30,7 @@ Optional fields beyond the format above:
   - ``figure``: a figure file name (stem, e.g. ``accuracy``) or a list of them on which the published
     value is drawn (:func:`draw`); ``axis``: ``y`` (a horizontal line, default) or ``x`` (a vertical
     line, e.g. a step count); ``panel``: the index of the axes in that figure (default 0);
-    ``label``: the legend text (default "published: <value> (<source>)").
+    ``label``: the legend text (default "published: <value> (<source>)"); ``panel`` may be a list.
 
 The run (``whylearn.train``) validates the block before anything is written
 (:func:`from_config`), activates it so that every figure saved through
@@ -54,6 +54,7 @@ ALLOWED_KEYS = REQUIRED + OPTIONAL
 RELATIONS = ("approx", "at_least", "at_most")
 AXES = ("y", "x")
 VERDICTS = ("pass", "fail", "not_measured")
+COLORS = ("crimson", "darkviolet", "darkgoldenrod", "teal")  # published lines, one colour per entry of a figure
 
 
 class ReferenceBlockError(ValueError):
@@ -146,8 +147,10 @@ def validate(block: Any, where: str = "reference") -> list[dict[str, Any]] | dic
         if entry.get("axis", "y") not in AXES:
             raise ReferenceBlockError(f"{at}.axis: unknown axis {entry['axis']!r}; allowed: {list(AXES)}")
         panel = entry.get("panel", 0)
-        if not isinstance(panel, int) or isinstance(panel, bool) or panel < 0:
-            raise ReferenceBlockError(f"{at}.panel must be an integer >= 0 (the axes' index in the figure), got {panel!r}")
+        panels = panel if isinstance(panel, (list, tuple)) and panel else [panel]
+        if not all(isinstance(q, int) and not isinstance(q, bool) and q >= 0 for q in panels):
+            raise ReferenceBlockError(f"{at}.panel must be an integer >= 0 (the axes' index in the figure) or a list "
+                                      f"of them, got {panel!r}")
         entries.append(dict(entry))
     return entries
 
@@ -320,13 +323,14 @@ def draw_entries(fig, block: Iterable[Mapping[str, Any]] | None, figure: str) ->
         return 0
     axes = list(fig.axes)
     n = 0
-    for entry in entries_for(block, figure):
+    for i, entry in enumerate(entries_for(block, figure)):
         panel = entry.get("panel", 0)
-        if panel >= len(axes):
-            continue
-        draw(axes[panel], entry)
-        axes[panel].legend(fontsize=7)
-        n += 1
+        for q in panel if isinstance(panel, (list, tuple)) else [panel]:
+            if q >= len(axes):
+                continue
+            draw(axes[q], entry, color=COLORS[i % len(COLORS)])
+            axes[q].legend(fontsize=7)
+            n += 1
     return n
 
 

@@ -41,8 +41,10 @@ def load_model(path: str | Path, device: str = "cpu"):
     from omegaconf import OmegaConf
 
     from whylearn import build
+    from whylearn.checkpoints import load_checkpoint
 
     ckpt, run = find_checkpoint(path)
+    state = load_checkpoint(ckpt, map_location=device)["state_dict"]  # weights only; a clear error naming the file
     cfg = OmegaConf.load(run / "config.yaml")
     dm = build.build_datamodule(cfg)
     tokenizer = getattr(dm, "tokenizer", None)
@@ -51,7 +53,6 @@ def load_model(path: str | Path, device: str = "cpu"):
             f"the run in {run} has no text tokenizer (data: {cfg.data._target_}); whylearn-sample needs a language model"
         )
     model = build.build_model(cfg, dm)
-    state = torch.load(ckpt, map_location=device, weights_only=False)["state_dict"]
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     return model.to(device).eval(), tokenizer
 

@@ -50,6 +50,12 @@ def record_failure(run_dir: Path, error: BaseException) -> None:
                                 "run_dir": str(run_dir)}, indent=2))
 
 
+def _job_order(name: str) -> tuple[int, str]:
+    """Job folders (``<job number>_<overrides>``) in launch order."""
+    head = name.split("_", 1)[0]
+    return (int(head) if head.isdigit() else 1 << 30, name)
+
+
 class SweepReport(Callback):
     """Collect every job's ``summary.json`` at the end of a multirun; fail the multirun if any job failed."""
 
@@ -63,7 +69,7 @@ class SweepReport(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         metric = config.get("optimized_metric")
         jobs = []
-        for summary in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
+        for summary in sorted(sweep_dir.glob("*/summary.json"), key=lambda p: _job_order(p.parent.name)):
             s = json.loads(summary.read_text())
             overrides = (summary.parent / ".hydra" / "overrides.yaml")
             jobs.append({"job": summary.parent.name, "status": s.get("status"), "error": s.get("error"),

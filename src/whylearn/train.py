@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from whylearn import build, reference
+from whylearn import reference  # light: the heavy modules (build, Lightning) are imported when a run starts
 
 log = logging.getLogger("whylearn")
 
@@ -56,74 +55,112 @@ def _start_loggers(loggers: list) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train and test as ``cfg`` says; return the summary (also written to ``summary.json``)."""
+    """Train and test as ``cfg`` says; return the summary (also written to ``summary.json``).
+
+    Nothing is written before the config is valid (:func:`whylearn.config.validate`) and, for a resume,
+    the checkpoint has loaded and its config agrees (:func:`whylearn.jobs.plan_resume`); a resume
+    writes config.yaml only once Lightning restored the checkpoint, and a resume that fails before
+    that leaves the run's summary.json, config.yaml, figures and CSV untouched.
+    """
+    from whylearn.config import validate
+
+    validate(cfg)
+    refs = reference.from_config(cfg)  # a malformed reference block fails here, before anything is written
+    _quiet_third_parties()
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    from whylearn import build, jobs
+
+    out = build.run_dir(cfg)
+    plan = jobs.plan_resume(cfg, out)
+    zero = rank_zero_only.rank == 0  # under DDP every rank runs this; rank 0 alone writes files
+    out.mkdir(parents=True, exist_ok=True)
+    reference.activate(refs)  # figures draw the published values they are named in
+    if not zero:
+        return _run(cfg, out, plan, zero, refs)
+    with jobs.run_folder_lock(out):
+        if not plan.resuming and jobs.holds_run(out):  # another process wrote here since plan_resume looked
+            plan = jobs.plan_resume(cfg, out)
+        return _run(cfg, out, plan, zero, refs)
+
+
+def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
     import lightning as L
     import torch
 
-    from whylearn import jobs
+    from whylearn import build, jobs
     from whylearn.analysis.figures import plot_run
     from whylearn.loggers import finish_wandb, log_config, log_images, log_members
     from whylearn.tasks.base import flush_logs, get_history
 
-    _quiet_third_parties()
-    refs = reference.from_config(cfg)  # a malformed reference block fails here, before anything is written
-    reference.activate(refs)  # figures draw the published values they are named in
-    out = build.run_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    zero = rank_zero_only.rank == 0  # under DDP every rank runs this; rank 0 alone writes files
-    if zero:
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
 
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and ckpt_path not in ("last", "best", "hpc", "registry"):
-        from whylearn.checkpoints import load_checkpoint
-
-        load_checkpoint(ckpt_path)  # a clear error for a missing or corrupt file, before anything is written
     dm = build.build_datamodule(cfg)
     model = build.build_model(cfg, dm)
     build.check_model_data(model, dm)
     task = build.build_task(cfg, model, dm)
     task.run_config = OmegaConf.to_container(cfg, resolve=True)
     ckpt_dir = out / "checkpoints"
-    resume_from = jobs.resolve_ckpt_path(cfg.get("ckpt_path"), out)
-    callbacks = build.build_callbacks(cfg) + [jobs.GracefulStop(ckpt_dir / "last.ckpt")]
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+
+    def write_config() -> None:
+        if zero:
+            (out / "config.yaml").write_text(config_yaml)
+
+    def restored() -> None:  # a resume, once Lightning restored the checkpoint: the new config is the run's
+        write_config()
+        log_config(loggers, cfg)
+
     loggers = build.build_loggers(cfg, run_dir=out)
-    if resume_from:
-        jobs.continue_csv_loggers(loggers, jobs.checkpoint_step(resume_from))
+    record = jobs.RunRecord(task.run_config, plan, on_restored=restored, loggers=loggers,
+                            planned_steps=build.planned_steps(cfg, dm) if cfg.get("scheduler") else None)
+    callbacks = build.build_callbacks(cfg) + [record, jobs.GracefulStop(ckpt_dir / "last.ckpt")]
     trainer = build.build_trainer(cfg, callbacks, loggers)
-    _start_loggers(loggers)
-    log_config(loggers, cfg)  # the resolved config: W&B's run config, the CSV's hparams.yaml, TensorBoard's hparams
+    if not plan.resuming:
+        write_config()
     summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running",
                                "params": sum(p.numel() for p in model.parameters()), **getattr(dm, "describe", dict)()}
+    overrides = _overrides()
+    if overrides is not None:
+        summary["overrides"] = overrides
     summary_path = out / "summary.json"
     try:
-        t0 = time.perf_counter()
-        trainer.fit(task, datamodule=dm, ckpt_path=resume_from)
-        fit_time = time.perf_counter() - t0
+        if plan.resuming:  # before any logger starts: Lightning's CSV writer deletes metrics.csv when it starts
+            jobs.set_aside_csv(loggers)  # put back by the except below if the restore fails
+        _start_loggers(loggers)
+        if not plan.resuming:  # the resolved config: W&B's run config, the CSV's hparams.yaml, TensorBoard's hparams
+            log_config(loggers, cfg)
+        trainer.fit(task, datamodule=dm, ckpt_path=plan.ckpt_path, weights_only=True)
+        record.mark_restored(trainer)  # a resume with nothing left to train has no train start
         if trainer.interrupted:
             raise KeyboardInterrupt("training was interrupted")
         trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
         if cfg.get("test_after_fit", True):
             trainer.test(task, datamodule=dm, verbose=False)
         summary.update(task.summary_metrics(dm) if hasattr(task, "summary_metrics") else {})
-        summary.update({
-            "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
-            "fit_time_s": round(fit_time, 3), "steps_per_s": round(trainer.global_step / max(fit_time, 1e-9), 2),
-            "status": "completed",
-        })
+        summary.update(_account(trainer, record, plan))
+        summary.update({"epochs": int(trainer.current_epoch), "status": "completed"})
         hist = get_history(task)
         for key in ("test/loss", "test/acc"):
             if hist.last(key) is not None:
                 summary[key] = hist.last(key)
         summary.update(_final_weight_norms(trainer, task))
     except BaseException as e:
+        record.stop_clock()
+        if not record.restored:  # the resume failed before the checkpoint was restored: the run is as it was
+            jobs.put_back_csv(loggers)
+            log.error("could not resume from %s: %s: %s\nnothing in %s was changed (summary.json, config.yaml, "
+                      "figures and metrics.csv are as before)", plan.ckpt_path, type(e).__name__, e, out)
+            try:
+                finish_wandb(loggers)
+            except Exception as wandb_error:
+                log.warning("could not finish the W&B run: %s", wandb_error)
+            raise
         status = "interrupted" if isinstance(e, (jobs.Preempted, KeyboardInterrupt, SystemExit)) else "failed"
-        summary.update({"status": status, "error": f"{type(e).__name__}: {e}", "steps": int(trainer.global_step)})
+        summary.update(_account(trainer, record, plan))
+        summary.update({"status": status, "error": f"{type(e).__name__}: {e}"})
         summary["reference"] = reference.evaluate(refs, summary)
         if zero:
             write_summary(summary_path, summary)
@@ -133,8 +170,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             finish_wandb(loggers, summary)
         except Exception as wandb_error:
             log.warning("could not finish the W&B run: %s", wandb_error)
-        log.error("run failed at step %d: %s\nsummary (with the error): %s\ncheckpoints kept in: %s",
-                  trainer.global_step, e, summary_path, ckpt_dir)
+        log.error("run %s at step %d: %s\nsummary (with the error): %s\ncheckpoints kept in: %s",
+                  status, trainer.global_step, e, summary_path, ckpt_dir)
         raise
     if not zero:
         finish_wandb(loggers)
@@ -151,6 +188,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     finish_wandb(loggers, summary)
     _report(cfg, out, summary, loggers)
     return summary
+
+
+def _overrides() -> list[str] | None:
+    """The command-line overrides of this job (Hydra's ``hydra.overrides.task``), None outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    try:
+        return [str(o) for o in HydraConfig.get().overrides.task]
+    except Exception:  # noqa: BLE001 - a HydraConfig without overrides (composed by hand)
+        return None
+
+
+def _account(trainer, record, plan) -> dict[str, Any]:
+    """Steps and fit time over every segment of the run (a start and each resume)."""
+    fit_time = record.fit_time()
+    out = {"steps": int(trainer.global_step), "fit_time_s": round(fit_time, 3),
+           "steps_per_s": round(trainer.global_step / max(fit_time, 1e-9), 2),
+           "segments": record.segments(trainer.global_step)}
+    if plan.resuming:
+        out["resumed"] = {"from": plan.ckpt_path, "step": plan.step,
+                          "applied": {k: v[:2] for k, v in record.applied.items()}}
+    return out
 
 
 def _final_weight_norms(trainer, task) -> dict[str, float]:
@@ -185,7 +246,7 @@ def _report(cfg: DictConfig, out: Path, summary: dict, loggers: list) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from whylearn import sweeps
+    from whylearn import build, sweeps
 
     try:
         summary = run(cfg)

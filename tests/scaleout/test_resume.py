@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from whylearn.checkpoints import load_checkpoint
+
 # A small MNIST-1D run with everything that has state across a resume: momentum (SGD), a cosine
 # schedule, dropout (the RNG), a shuffled data order, mid-epoch chunks (K=4, 18 steps an epoch).
 BASE = [
-    "experiment=mnist1d_mlp", "data.num_samples=1250", "data.train_size=900", "data.batch_size=50",
+    "experiment=mnist1d_mlp", "optimizer=sgd", "data.shuffle=true", "data.num_samples=1250", "data.train_size=900",
+    "data.batch_size=50",
     "data.steps_per_chunk=4", "model.hidden=[32,32]", "model.dropout=0.2", "scheduler=cosine",
     "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=1", "task.log_every_n_steps=1",
     "logger=csv", "callbacks.model_checkpoint.every_n_epochs=1", "callbacks.grad_norms=null", "threads=1",
@@ -22,7 +25,7 @@ KEYS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc
 
 
 def _history(run_dir):
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     return ckpt["whylearn_history"], ckpt["global_step"]
 
 
@@ -76,7 +79,7 @@ def test_nan_loss_keeps_the_last_good_checkpoint(make_cfg, tmp_path):
                            "model.dropout=0.0"], sub="nan")
     with pytest.raises(NonFiniteLossError):
         run(cfg)
-    ckpt = torch.load(tmp_path / "nan" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 18  # saved at the end of epoch 0, before the blow-up
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert '"status": "failed"' in (tmp_path / "nan" / "summary.json").read_text()

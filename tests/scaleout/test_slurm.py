@@ -53,7 +53,8 @@ def test_requeued_jobs_resume_in_their_run_dirs_with_the_same_final_metrics(make
         requeued = json.loads(summary_path.read_text())
         assert requeued["status"] == "completed"
         # the job ran twice in the same run directory: stopped with a checkpoint at a chunk boundary, then resumed
-        (job_dir,) = [p for p in (run_dir.parent / ".submitit").iterdir() if p.name.endswith(f"_{run_dir.name}")]
+        job_num = run_dir.name.split("_")[0]  # the folder is <job number>_<its overrides>
+        (job_dir,) = [p for p in (run_dir.parent / ".submitit").iterdir() if p.name.endswith(f"_{job_num}")]
         log = "\n".join(p.read_text() for p in job_dir.glob("*_log.out"))
         assert f"SignalAtStep: sending {signal_name} by {how}" in log
         assert f"received {signal_name}: saving a checkpoint" in log

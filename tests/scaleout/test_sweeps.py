@@ -23,10 +23,12 @@ def test_grid_with_a_failing_job_keeps_the_others_and_reports_it(launcher, tmp_p
     res = whylearn(["-m", *parallel, *TINY, f"hydra.sweep.dir={tmp_path}/sweep", "data.label_noise=1.5,0.2"], tmp_path)
     assert res.returncode != 0  # the multirun says that a job failed ...
     out = res.stdout + res.stderr
-    assert "SweepFailed: 1 of 2 jobs failed: job 0 [- experiment=mnist1d_mlp" in out, out[-3000:]
-    assert "data.label_noise=1.5]: InstantiationException" in out
-    assert "label_noise must be a fraction in [0, 1], got 1.5" in out
-    summaries = [json.loads((tmp_path / "sweep" / str(i) / "summary.json").read_text()) for i in range(2)]
+    # each job's folder names what it sets: 0_data.label_noise=1.5, 1_data.label_noise=0.2
+    assert "SweepFailed: 1 of 2 jobs failed: job 0_data.label_noise=1.5 [- experiment=mnist1d_mlp" in out, out[-3000:]
+    assert "data.label_noise=1.5]: ConfigError: invalid config value" in out
+    assert "data.label_noise=1.5: expected a number >= 0 and <= 1" in out
+    summaries = [json.loads((tmp_path / "sweep" / f"{i}_data.label_noise={v}" / "summary.json").read_text())
+                 for i, v in enumerate(("1.5", "0.2"))]
     # ... and the other job ran to the end and kept its results
     assert [s["status"] for s in summaries] == ["failed", "completed"]
     assert summaries[1]["label_noise"] == 0.2 and summaries[1]["steps"] == 18 and summaries[1]["val/loss"] > 0
@@ -60,7 +62,7 @@ def test_optuna_search_resumes_from_its_storage_and_reports_the_best_value(tmp_p
     study = optuna.load_study(study_name="t", storage=f"sqlite:///{db}")
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(trials) == 4 and len({tuple(sorted(t.params.items())) for t in trials}) == 4  # new points, not repeats
-    val_losses = [json.loads(p.read_text())["val/loss"] for p in sorted(tmp_path.glob("*/[0-9]/summary.json"))]
+    val_losses = [json.loads(p.read_text())["val/loss"] for p in sorted(tmp_path.glob("*/[0-9]_*/summary.json"))]
     assert len(val_losses) == 4
     best = yaml.safe_load((tmp_path / "second" / "optimization_results.yaml").read_text())
     assert math.isclose(best["best_value"], min(val_losses), rel_tol=1e-9)  # the best over both runs
@@ -78,7 +80,7 @@ def test_optuna_search_with_a_failing_trial_reports_the_best_of_the_others(tmp_p
     failed = [j for j in jobs if j["status"] == "failed"]
     completed = [j for j in jobs if j["status"] == "completed"]
     assert len(jobs) == 3 and failed and completed, [j["status"] for j in jobs]
-    assert all("label_noise must be a fraction in [0, 1], got 1.5" in j["error"] for j in failed)
+    assert all("data.label_noise=1.5: expected a number >= 0 and <= 1" in j["error"] for j in failed)
     assert res.returncode == 1 and f"SweepFailed: {len(failed)} of 3 jobs failed" in out, out[-3000:]
     best = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
     assert best["best_params"] == {"data.label_noise": 0.1}

@@ -8,7 +8,8 @@ many to build; every quantity here is computed from Hessian-vector products
   (``torch.func.jvp`` of ``torch.func.grad``) or by double backward
   (``torch.autograd.grad`` twice), over the whole data or in chunks.
 - :func:`top_eigenvalues` runs power iteration (k = 1) or block power
-  (subspace) iteration with Rayleigh-Ritz (k > 1) on HVPs: the *sharpness*
+  (subspace) iteration with Rayleigh-Ritz (k > 1) on HVPs, until the relative
+  residual ||H v - lambda v|| / |lambda| is below a tolerance: the *sharpness*
   lambda_max(H) of Cohen et al. 2021 ("Gradient descent on neural networks
   typically occurs at the edge of stability"), who find that full-batch gradient
   descent with step size eta drives it to about 2 / eta.
@@ -202,7 +203,12 @@ def hvp(model: nn.Module, x: Tensor, y: Tensor, v: Tensor, loss_fn: LossFn = def
 # -- eigenvalues ----------------------------------------------------------------------------------
 @dataclass
 class EigResult:
-    """Top eigenvalues (descending by magnitude), their eigenvectors (k, n), iterations and HVPs used."""
+    """Top eigenvalues (descending by magnitude), their eigenvectors (k, n), iterations and HVPs used.
+
+    ``residual``: the relative residual max_i ||A v_i - lambda_i v_i|| / |lambda_i| of the returned pairs
+    (for a symmetric operator the returned lambda_i is within ``residual`` x |lambda_i| of an eigenvalue);
+    ``converged``: it fell to the requested tolerance (after at least ``min_iters`` iterations).
+    """
 
     values: Tensor
     vectors: Tensor
@@ -210,6 +216,7 @@ class EigResult:
     hvps: int
     converged: bool
     history: list[float] = field(default_factory=list)
+    residual: float = float("nan")
 
     @property
     def top(self) -> float:
@@ -218,56 +225,79 @@ class EigResult:
 
 def power_iteration(matvec: Callable[[Tensor], Tensor], n: int, iters: int = 100, tol: float = 1e-4,
                     generator: torch.Generator | None = None, init: Tensor | None = None,
-                    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> EigResult:
+                    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                    min_iters: int = 2) -> EigResult:
     """Top eigenvalue (largest magnitude) of a symmetric operator by power iteration.
+
+    Each iteration computes w = A v (one matvec), the Rayleigh quotient lambda = v.w and the residual
+    r = ||w - lambda v|| of the unit vector v; it stops once r <= tol x |lambda| and at least
+    ``min_iters`` iterations ran. For a symmetric A the Rayleigh quotient is then within tol x |lambda|
+    of an eigenvalue (Parlett, *The Symmetric Eigenvalue Problem*, Thm. 4.5.1), and within
+    (tol lambda)^2 / gap of it. (A stop on small changes of the Rayleigh quotient, the criterion used
+    before, stops early where the top two eigenvalues are close and reads the eigenvalue low.)
 
     Args:
         matvec: v (n,) -> Av (n,).
         n: dimension.
         iters: maximum iterations (one matvec each).
-        tol: stop when successive Rayleigh quotients differ by less than tol x |lambda|.
+        tol: relative residual at which to stop (0: run all ``iters``).
         generator: seeds the random start vector; ``init`` gives one instead (e.g. last estimate, warm start).
+        min_iters: iterations before the residual may stop it.
 
     Returns:
-        :class:`EigResult` with ``values`` (1,), ``vectors`` (1, n).
+        :class:`EigResult` with ``values`` (1,), ``vectors`` (1, n), ``iterations``, ``residual`` (relative, of
+        the returned pair) and ``converged``.
+
+    Raises:
+        ValueError: iters < 1, min_iters < 1, tol < 0.
     """
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
+    if iters < 1 or min_iters < 1:
+        raise ValueError(f"iters and min_iters must be >= 1, got {iters} and {min_iters}")
+    if tol < 0:
+        raise ValueError(f"tol must be >= 0 (a relative residual), got {tol}")
     v = init.clone() if init is not None else torch.randn(n, generator=generator, dtype=dtype).to(device)
     v = v / v.norm()
-    lam, hist, converged, it = 0.0, [], False, 0
+    lam, hist, converged, it, residual = 0.0, [], False, 0, float("inf")
+    best = v
     for it in range(1, iters + 1):  # noqa: B007 - the iteration count is returned
         w = matvec(v)
-        new = float(v @ w)
-        hist.append(new)
+        lam = float(v @ w)
+        hist.append(lam)
+        residual = float((w - lam * v).norm()) / max(abs(lam), 1e-30)
+        best = v
         norm = w.norm()
         if norm == 0:
-            lam, converged = 0.0, True
+            lam, residual, converged = 0.0, 0.0, True
+            break
+        if residual <= tol and it >= min_iters:
+            converged = True
             break
         v = w / norm
-        if it > 1 and abs(new - lam) <= tol * max(abs(new), 1e-12):
-            lam, converged = new, True
-            break
-        lam = new
-    return EigResult(torch.tensor([lam]), v[None], it, it, converged, hist)
+    return EigResult(torch.tensor([lam]), best[None], it, it, converged, hist, residual)
 
 
 def subspace_iteration(matmat: Callable[[Tensor], Tensor], n: int, k: int, iters: int = 100, tol: float = 1e-4,
                        generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-                       device: torch.device | str = "cpu") -> EigResult:
+                       device: torch.device | str = "cpu", min_iters: int = 2) -> EigResult:
     """Top-k eigenvalues (by magnitude) of a symmetric operator by block power iteration.
 
-    Each iteration: W = A V (k matvecs, batched), orthonormalize W (QR), Rayleigh-Ritz on
-    the k x k projected matrix. Stops when every Ritz value moved less than tol x |value|.
+    Each iteration: W = A V (k matvecs, batched), Rayleigh-Ritz on the k x k projected matrix
+    V W^T, then V <- orthonormalized W (QR). Stops once every Ritz pair (lambda_i, u_i) has a relative
+    residual ||A u_i - lambda_i u_i|| / |lambda_i| <= tol (after at least ``min_iters`` iterations).
 
     Args:
         matmat: V (k, n) -> (A V^T)^T (k, n).
+
+    Raises:
+        ValueError: k not in [1, n], iters or min_iters < 1, tol < 0.
     """
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, n={n}], got {k}")
+    if iters < 1 or min_iters < 1 or tol < 0:
+        raise ValueError(f"need iters >= 1, min_iters >= 1, tol >= 0; got {iters}, {min_iters}, {tol}")
     V = torch.randn(k, n, generator=generator, dtype=dtype).to(device)
     V = torch.linalg.qr(V.T).Q.T
-    prev, hist, converged, it = None, [], False, 0
+    hist, converged, it, residual = [], False, 0, float("inf")
     vals, ritz = torch.zeros(k), V
     for it in range(1, iters + 1):  # noqa: B007 - the iteration count is returned
         W = matmat(V)                           # (k, n) rows A v_i
@@ -278,32 +308,33 @@ def subspace_iteration(matmat: Callable[[Tensor], Tensor], n: int, k: int, iters
         evals, evecs = evals[order], evecs[:, order]
         vals = evals.detach().cpu()
         hist.append(float(vals[0]))
-        ritz = evecs.T @ V                      # Ritz vectors in the current basis
-        # next block: orthonormalized A V (the power step), rotated to the Ritz basis
-        Q = torch.linalg.qr(W.T).Q              # (n, k)
-        V = Q.T
-        if prev is not None and bool(((vals - prev).abs() <= tol * vals.abs().clamp_min(1e-12)).all()):
+        ritz = evecs.T @ V                      # Ritz vectors (k, n)
+        AR = evecs.T @ W                        # A applied to them
+        residual = float(((AR - evals[:, None] * ritz).norm(dim=1) / evals.abs().clamp_min(1e-30)).max())
+        if residual <= tol and it >= min_iters:
             converged = True
             break
-        prev = vals
-    return EigResult(vals, ritz, it, it * k, converged, hist)
+        V = torch.linalg.qr(W.T).Q.T            # the power step: next block = orthonormalized A V
+    return EigResult(vals, ritz, it, it * k, converged, hist, residual)
 
 
 def top_eigenvalues(model: nn.Module, x: Tensor, y: Tensor, k: int = 1, loss_fn: LossFn = default_loss,
                     iters: int = 100, tol: float = 1e-4, method: str = "auto", chunk_size: int | None = None,
-                    seed: int = 0, init: Tensor | None = None) -> EigResult:
+                    seed: int = 0, init: Tensor | None = None, min_iters: int = 2) -> EigResult:
     """Top-k Hessian eigenvalues of the mean loss over (x, y): power iteration (k=1) or subspace iteration.
 
-    ``values[0]`` is the sharpness lambda_max (units: loss per squared parameter unit).
+    ``values[0]`` is the sharpness lambda_max (units: loss per squared parameter unit). ``tol`` is the
+    relative residual ||H v - lambda v|| / |lambda| to reach, ``iters`` the most iterations, ``min_iters``
+    the fewest; the result reports ``iterations``, ``residual`` and ``converged``.
     See :class:`HVP` for ``loss_fn``, ``method`` and ``chunk_size``.
     """
     op = HVP(model, x, y, loss_fn, method, chunk_size)
     g = torch.Generator().manual_seed(seed)
     dev, dt = op.theta.device, op.theta.dtype
     if k == 1:
-        res = power_iteration(op, op.numel, iters, tol, g, init, dt, dev)
+        res = power_iteration(op, op.numel, iters, tol, g, init, dt, dev, min_iters)
     else:
-        res = subspace_iteration(op.batch, op.numel, k, iters, tol, g, dt, dev)
+        res = subspace_iteration(op.batch, op.numel, k, iters, tol, g, dt, dev, min_iters)
     res.hvps = op.calls
     return res
 

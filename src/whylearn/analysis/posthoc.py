@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from whylearn.analysis import hessian as H
 from whylearn.analysis import landscape as LS
@@ -41,10 +40,12 @@ class LoadedRun:
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{cfg_path} not found: a whylearn checkpoint lives in RUN/checkpoints/ "
                                     f"next to RUN/config.yaml")
+        from whylearn.checkpoints import load_checkpoint
+
+        state = load_checkpoint(self.ckpt)["state_dict"]  # weights only; a clear error naming the file
         self.cfg = OmegaConf.load(cfg_path)
         self.dm = build.build_datamodule(self.cfg)
         self.model = build.build_model(self.cfg, self.dm)
-        state = torch.load(self.ckpt, map_location="cpu", weights_only=False)["state_dict"]
         weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
         self.model.load_state_dict(weights)
         self.model.eval()
@@ -109,7 +110,7 @@ def cmd_sharpness(args) -> dict:
     x, y = run.data(["train"], args.samples, args.seed)["train"]
     res = H.top_eigenvalues(run.model, x, y, args.k, run.loss_fn, args.iters, args.tol, args.method, seed=args.seed)
     out = {"eigenvalues": res.values.tolist(), "iterations": res.iterations, "hvps": res.hvps,
-           "converged": res.converged}
+           "converged": res.converged, "residual": res.residual}
     if args.trace:
         out["trace"], out["trace_se"] = H.hutchinson_trace(run.model, x, y, args.trace, run.loss_fn, args.method,
                                                            seed=args.seed)
@@ -165,7 +166,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("ckpt")
     sp.add_argument("--k", type=int, default=1)
     sp.add_argument("--iters", type=int, default=100)
-    sp.add_argument("--tol", type=float, default=1e-4)
+    sp.add_argument("--tol", type=float, default=1e-4, help="relative residual ||Hv - lambda v|| / |lambda| to reach")
     sp.add_argument("--trace", type=int, default=0, help="Hutchinson probes (0: no trace)")
     common(sp, splits=False)
     sp.set_defaults(func=cmd_sharpness, default_method="auto")

@@ -3,6 +3,7 @@
 from whylearn.callbacks.boundary import DecisionBoundary
 from whylearn.callbacks.figures import AttentionMaps, CurveFigure
 from whylearn.callbacks.gap import GeneralizationGap
+from whylearn.callbacks.grokking import FirstReach, ProgressMeasures
 from whylearn.callbacks.landscape import LinearRegions, LossLandscape, TimeToFit
 from whylearn.callbacks.noise import GradientNoise
 from whylearn.callbacks.norms import GradNorms, WeightNorms
@@ -13,5 +14,6 @@ from whylearn.callbacks.wandb_run import WandbRunSync, WandbWatch
 
 __all__ = ["DecisionBoundary", "GeneralizationGap", "GradNorms", "WeightNorms", "LogLines", "Sharpness", "LossLandscape",
            "LinearRegions", "TimeToFit", "GradientNoise"]
-__all__ += ["AttentionMaps", "CurveFigure", "StepProgressBar", "StepTQDMProgressBar", "WandbRunSync", "WandbWatch"]
+__all__ += ["AttentionMaps", "CurveFigure", "FirstReach", "ProgressMeasures", "StepProgressBar", "StepTQDMProgressBar",
+            "WandbRunSync", "WandbWatch"]
 __all__ += ["GradientPredictiveness", "BatchNormModeGap"]

@@ -81,20 +81,27 @@ class Sharpness(Callback):
         num_samples: seeded subset of the training set defining the loss (None: all of it,
             the full-batch loss of Cohen et al.).
         k: eigenvalues to track (1: power iteration; more: subspace iteration).
-        iters, tol: power-iteration budget and relative tolerance; successive estimates are
-            warm-started from the last eigenvector.
+        iters, tol, min_iters: the most and fewest iterations and the relative residual
+            ||H v - lambda v|| / |lambda| at which the iteration stops (:func:`~whylearn.analysis.hessian.power_iteration`);
+            successive estimates are warm-started from the last eigenvector. A measurement that runs out of
+            iterations first is logged with ``sharpness/converged`` 0 and a warning.
         trace_samples: if > 0, also Hutchinson's estimate of tr(H) with that many probes.
         method, chunk_size: see :class:`whylearn.analysis.hessian.HVP`.
         figure: draw ``figures/sharpness.png`` (train loss and sharpness against steps, with 2/lr).
 
     Scalars: ``sharpness/lambda_max`` (= ``sharpness/lambda_1``), ``sharpness/lambda_<i>``,
     ``sharpness/trace``, ``sharpness/two_over_lr``, ``sharpness/ratio`` (lambda_max x lr / 2),
-    ``sharpness/hvps``. Summary: final ``sharpness/lambda_max`` and ``sharpness/two_over_lr``.
+    ``sharpness/hvps``, and the iteration's own convergence: ``sharpness/iterations``,
+    ``sharpness/residual`` (relative), ``sharpness/converged`` (1 or 0). Summary: the final
+    ``sharpness/lambda_max``, ``sharpness/two_over_lr``, ``sharpness/ratio``, ``sharpness/residual``,
+    ``sharpness/converged``, the mean ratio over the second half of the measurements
+    (``sharpness/ratio_late_mean``, Cohen et al.'s "hovers at 2/eta") and ``sharpness/not_converged``
+    (how many measurements ran out of iterations).
     """
 
-    def __init__(self, every_n_steps: int | None = 100, num_samples: int | None = 1000, k: int = 1, iters: int = 20,
+    def __init__(self, every_n_steps: int | None = 100, num_samples: int | None = 1000, k: int = 1, iters: int = 100,
                  tol: float = 1e-3, trace_samples: int = 0, method: str = "auto", chunk_size: int | None = None,
-                 seed: int = 0, figure: bool = True) -> None:
+                 seed: int = 0, figure: bool = True, min_iters: int = 2) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1 or None (only at the end), got {every_n_steps}")
         if k < 1:
@@ -102,7 +109,10 @@ class Sharpness(Callback):
         if method not in H.HVP_METHODS:
             raise ValueError(f"unknown HVP method {method!r}; allowed: {list(H.HVP_METHODS)}")
         self.every_n_steps, self.num_samples, self.k = every_n_steps, num_samples, k
-        self.iters, self.tol, self.trace_samples = iters, tol, trace_samples
+        if iters < 1 or min_iters < 1 or tol < 0:
+            raise ValueError(f"need iters >= 1, min_iters >= 1 and tol >= 0; got {iters}, {min_iters}, {tol}")
+        self.iters, self.tol, self.trace_samples, self.min_iters = iters, tol, trace_samples, min_iters
+        self.not_converged = 0
         self.method, self.chunk_size, self.seed, self.figure = method, chunk_size, seed, figure
         self._v: torch.Tensor | None = None
         self._last_step = -1
@@ -112,14 +122,21 @@ class Sharpness(Callback):
         model, loss_fn = network(pl_module), task_loss_fn(pl_module)
         if self.k == 1:
             res = H.top_eigenvalues(model, x, y, 1, loss_fn, self.iters, self.tol, self.method, self.chunk_size,
-                                    self.seed, init=self._v)
+                                    self.seed, init=self._v, min_iters=self.min_iters)
             self._v = res.vectors[0].detach()
         else:
             res = H.top_eigenvalues(model, x, y, self.k, loss_fn, self.iters, self.tol, self.method,
-                                    self.chunk_size, self.seed)
+                                    self.chunk_size, self.seed, min_iters=self.min_iters)
+        if not res.converged:
+            self.not_converged += 1
+            log.warning("sharpness at step %d: %d iterations left a relative residual of %.2g (tol %g); the value "
+                        "%.4g may be low: raise callbacks.sharpness.iters", trainer.global_step, res.iterations,
+                        res.residual, self.tol, res.top)
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
         out = {"sharpness/lambda_max": res.top, "sharpness/hvps": res.hvps,
-               "sharpness/two_over_lr": 2.0 / lr if lr else float("inf"), "sharpness/ratio": res.top * lr / 2.0}
+               "sharpness/two_over_lr": 2.0 / lr if lr else float("inf"), "sharpness/ratio": res.top * lr / 2.0,
+               "sharpness/iterations": res.iterations, "sharpness/residual": res.residual,
+               "sharpness/converged": float(res.converged)}
         if self.k > 1:
             out.update({f"sharpness/lambda_{i + 1}": float(v) for i, v in enumerate(res.values)})
         if self.trace_samples > 0:
@@ -142,8 +159,15 @@ class Sharpness(Callback):
             self._last_step = trainer.global_step
             log_scalars(pl_module, self.measure(trainer, pl_module), step=trainer.global_step)
         hist = get_history(pl_module)
-        add_summary(pl_module, {k: hist.last(k) for k in ("sharpness/lambda_max", "sharpness/two_over_lr",
-                                                           "sharpness/trace") if hist.last(k) is not None})
+        summary = {k: hist.last(k) for k in ("sharpness/lambda_max", "sharpness/two_over_lr", "sharpness/trace",
+                                              "sharpness/ratio", "sharpness/residual", "sharpness/converged")
+                   if hist.last(k) is not None}
+        _, ratios = hist.series("sharpness/ratio")
+        if ratios:
+            late = ratios[len(ratios) // 2:]
+            summary["sharpness/ratio_late_mean"] = sum(late) / len(late)
+        summary["sharpness/not_converged"] = self.not_converged
+        add_summary(pl_module, summary)
         if self.figure and trainer.is_global_zero:
             plot_sharpness(hist, run_dir(trainer) / "figures" / "sharpness.png")
 
@@ -169,7 +193,7 @@ def plot_sharpness(hist, path: Path, title: str | None = None) -> Path | None:
     a1.plot(steps, lam, "-", lw=1.2, label="lambda_max (top Hessian eigenvalue)")
     ts, two = hist.series("sharpness/two_over_lr")
     if ts:
-        a1.plot(ts, two, "k--", lw=1, label="2 / lr")
+        a1.plot(ts, two, "k--", lw=1, label="2 / lr (published edge, Cohen et al. 2021)")
     for i in range(2, 10):
         s, v = hist.series(f"sharpness/lambda_{i}")
         if s:

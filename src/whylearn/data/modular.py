@@ -23,6 +23,7 @@ from whylearn.data.base import Chunk, InMemoryDataModule, Split
 
 OPERATIONS = ("+", "-", "*", "/")
 FORMATS = ("nanda", "power")
+SPLITS = ("seeded", "nanda")
 
 
 def _is_prime(p: int) -> bool:
@@ -80,6 +81,10 @@ class ModularArithmeticDataModule(InMemoryDataModule):
         op: ``+`` | ``-`` | ``*`` | ``/``.
         train_fraction: the seeded fraction of all equations trained on; the rest is held out
             (the test split, also used for validation: ``val_size=0``).
+        split: ``seeded`` (a torch permutation seeded by ``seed``, round(fraction x N) pairs) or
+            ``nanda`` (Nanda et al. 2023's ``gen_train_test``: Python's ``random.seed(seed)`` then
+            ``random.shuffle`` of the (x, y) pairs in row-major order, the first int(fraction x N)
+            trained on; with seed 0 the same 3,830 pairs as their runs).
         format: ``nanda`` or ``power`` (see the module docstring).
         batch_size: an int, or ``full`` for full-batch gradient descent.
         chunks_per_epoch: for full batch, Lightning epochs hold ``chunks_per_epoch x steps_per_chunk``
@@ -93,9 +98,12 @@ class ModularArithmeticDataModule(InMemoryDataModule):
     name = "modular"
 
     def __init__(self, p: int = 113, op: str = "+", train_fraction: float = 0.3, format: str = "nanda",
-                 batch_size: int | str = "full", chunks_per_epoch: int = 1, val_size: float | int = 0, **kwargs) -> None:
+                 batch_size: int | str = "full", chunks_per_epoch: int = 1, val_size: float | int = 0,
+                 split: str = "seeded", **kwargs) -> None:
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r}; allowed: {list(FORMATS)}")
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; allowed: {list(SPLITS)}")
         if op not in OPERATIONS:
             raise ValueError(f"unknown op {op!r}; allowed: {list(OPERATIONS)}")
         if not 0.0 < train_fraction < 1.0:
@@ -105,6 +113,7 @@ class ModularArithmeticDataModule(InMemoryDataModule):
             raise ValueError(f"batch_size must be an int or 'full', got {batch_size!r}")
         super().__init__(batch_size=1 if self.full_batch else batch_size, val_size=val_size, **kwargs)
         self.p, self.op, self.train_fraction, self.format = int(p), op, float(train_fraction), format
+        self.split = split
         self.chunks_per_epoch = int(chunks_per_epoch)
         self.num_classes = self.p
         self.vocab_size = self.p + (1 if format == "nanda" else 2)
@@ -122,9 +131,15 @@ class ModularArithmeticDataModule(InMemoryDataModule):
         x, y, c = modular_table(self.p, self.op)
         seqs = self.sequences(x, y)
         n = c.shape[0]
-        n_train = int(round(self.train_fraction * n))
-        g = torch.Generator().manual_seed(self.seed)
-        perm = torch.randperm(n, generator=g)
+        if self.split == "nanda":
+            import random
+
+            order = list(range(n))
+            random.Random(self.seed).shuffle(order)  # = random.seed(seed); random.shuffle(pairs), without global state
+            perm, n_train = torch.tensor(order), int(self.train_fraction * n)
+        else:
+            n_train = int(round(self.train_fraction * n))
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed))
         tr, te = perm[:n_train].sort().values, perm[n_train:].sort().values
         return {"train": Split(seqs[tr], c[tr]), "test": Split(seqs[te], c[te])}
 
@@ -139,5 +154,5 @@ class ModularArithmeticDataModule(InMemoryDataModule):
     def describe(self) -> dict:
         d = super().describe()
         d.update({"p": self.p, "op": self.op, "format": self.format, "train_fraction": self.train_fraction,
-                  "full_batch": self.full_batch})
+                  "full_batch": self.full_batch, "split": self.split})
         return d

@@ -78,9 +78,10 @@ def mlp_step_flops(widths: Sequence[int], batch: int) -> int:
 
 
 def _is_mlp(m: nn.Module) -> bool:
+    """A plain whylearn MLP: the grouped path runs its ``net`` layer by layer, so residual MLPs (skips) take vmap."""
     from whylearn.models.mlp import MLP
 
-    return type(m) is MLP
+    return type(m) is MLP and not getattr(m, "residual", False)
 
 
 def _zero_preserving(act: nn.Module) -> bool:
@@ -276,7 +277,8 @@ class MemberEnsemble(nn.Module):
         all_mlp = all(_is_mlp(m) for m in members)
         if method == "grouped" and not all_mlp:
             bad = next(type(m).__name__ for m in members if not _is_mlp(m))
-            raise ValueError(f"method 'grouped' supports whylearn.models.MLP only, not {bad}; use 'vmap'")
+            raise ValueError(f"method 'grouped' supports whylearn.models.MLP (without residual layers) only, not {bad}; "
+                             f"use 'vmap'")
         self.method = "grouped" if (method in ("auto", "grouped") and all_mlp) else "vmap"
         paddable = self.method == "grouped" and all(
             _zero_preserving(a) for m in members for a in m.net if not isinstance(a, (nn.Linear, nn.Dropout)))
@@ -425,6 +427,7 @@ class VmapEnsemble(MemberEnsemble):
         if method not in self.METHODS:
             raise ValueError(f"unknown ensemble method {method!r}; allowed: {list(self.METHODS)}")
         if method == "grouped" and not _is_mlp(model):
-            raise ValueError(f"method 'grouped' supports whylearn.models.MLP only, not {type(model).__name__}; use 'vmap'")
+            raise ValueError(f"method 'grouped' supports whylearn.models.MLP (without residual layers) only, not "
+                             f"{type(model).__name__}; use 'vmap'")
         super().__init__([reinitialize(model, s) for s in seeds], layout="exact", method=method)
         self.seeds = seeds

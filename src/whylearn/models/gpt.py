@@ -9,9 +9,11 @@ Sources:
     weights tied between the token embedding and the output layer, and the GPT-2
     initialization N(0, 0.02) with residual output projections scaled by
     1/sqrt(2 n_layer) (GPT-2 paper, Sec. 2.3).
-  - Nanda et al. 2023 ("Progress measures for grokking"): the 1-layer grokking model
-    has no LayerNorm (``norm="none"``), a ReLU MLP, untied embeddings and
-    weights drawn with std 1/sqrt(fan-in) (``init="fan_in"``).
+  - Nanda et al. 2023 ("Progress measures for grokking"; their code: transformers.py of
+    github.com/mechanistic-interpretability-grokking/progress-measures-paper): the 1-layer
+    grokking model has no LayerNorm (``norm="none"``), a ReLU MLP with biases, attention
+    without biases (``attn_bias=False``), untied embeddings, and every weight drawn from
+    N(0, 1/d_model) except the unembedding, N(0, 1/d_vocab) (``init="nanda"``).
 
 Shapes: B batch, T sequence length (<= block_size), C = n_embd, H = n_head,
 D = C / H (head size), V = vocab_size. Input: token ids (B, T), int64.
@@ -32,7 +34,7 @@ from torch import Tensor, nn
 
 NORMS = ("pre", "post", "none")
 ACTIVATIONS = ("gelu", "relu")
-INITS = ("gpt2", "fan_in")
+INITS = ("gpt2", "fan_in", "nanda")
 
 
 class CausalSelfAttention(nn.Module):
@@ -109,12 +111,13 @@ class Block(nn.Module):
     (B, T, C) -> (B, T, C).
     """
 
-    def __init__(self, n_embd: int, n_head: int, d_mlp: int, dropout: float, bias: bool, norm: str, activation: str) -> None:
+    def __init__(self, n_embd: int, n_head: int, d_mlp: int, dropout: float, bias: bool, norm: str, activation: str,
+                 attn_bias: bool | None = None) -> None:
         super().__init__()
         self.norm = norm
         make_norm = (lambda: nn.LayerNorm(n_embd, bias=bias)) if norm != "none" else nn.Identity
         self.ln_1, self.ln_2 = make_norm(), make_norm()
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias if attn_bias is None else attn_bias)
         self.mlp = MLP(n_embd, d_mlp, dropout, bias, activation)
 
     def forward(self, x: Tensor, last_only: bool = False) -> Tensor:
@@ -145,13 +148,21 @@ class GPT(nn.Module):
         d_mlp: hidden width of each MLP (default 4 C).
         dropout: on the embeddings, the attention weights and each residual branch.
         bias: biases in the linear layers and LayerNorms.
+        attn_bias: biases in the attention's Q, K, V and output projections; None: as ``bias``
+            (Nanda et al.'s model: ``bias=True, attn_bias=False``, biases in the MLP only).
+        logits_dtype: ``float64`` returns the logits in double precision, so that the loss is computed in it:
+            Nanda et al. do (helpers.py ``cross_entropy_high_precision``: float32's log-softmax "can only return
+            multiples of 1.2e-7 ... This leads to loss spikes"; the TransformerLens grokking demo's ``loss_fn``);
+            None keeps the parameters' dtype.
         norm: ``pre`` | ``post`` | ``none`` (see :class:`Block`); ``pre`` adds a final LayerNorm.
         activation: ``gelu`` | ``relu`` of the MLP.
         tie_weights: share the token embedding with the output layer (needs num_classes == V).
         num_classes: size of the output layer (default V: next-token prediction).
         last_token_only: return the logits of the last position only, (B, num_classes).
-        init: ``gpt2`` (N(0, 0.02), residual projections N(0, 0.02/sqrt(2 n_layer)), zero biases)
-            or ``fan_in`` (every weight N(0, 1/fan_in), embeddings N(0, 1/C); Nanda et al. 2023).
+        init: ``gpt2`` (N(0, 0.02), residual projections N(0, 0.02/sqrt(2 n_layer)), zero biases),
+            ``fan_in`` (every weight N(0, 1/fan_in), embeddings N(0, 1/C)), or ``nanda`` (Nanda et al.
+            2023, transformers.py: embeddings, Q/K/V/O and both MLP weights N(0, 1/C), so the MLP's
+            output weights too, not 1/d_mlp; the unembedding N(0, 1/V); zero biases).
 
     Raises:
         ValueError: an unknown norm/activation/init, n_embd not divisible by n_head, or tied
@@ -175,6 +186,8 @@ class GPT(nn.Module):
         num_classes: int | None = None,
         last_token_only: bool = False,
         init: str = "gpt2",
+        attn_bias: bool | None = None,
+        logits_dtype: str | None = None,
     ) -> None:
         super().__init__()
         for name, value, allowed in (("norm", norm, NORMS), ("activation", activation, ACTIVATIONS), ("init", init, INITS)):
@@ -182,6 +195,9 @@ class GPT(nn.Module):
                 raise ValueError(f"unknown {name} {value!r}; allowed: {list(allowed)}")
         if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head}")
+        if logits_dtype not in (None, "float32", "float64"):
+            raise ValueError(f"unknown logits_dtype {logits_dtype!r}; allowed: [None, 'float32', 'float64']")
+        self.logits_dtype = getattr(torch, logits_dtype) if logits_dtype else None
         num_classes = vocab_size if num_classes in (None, "auto") else int(num_classes)
         if tie_weights and num_classes != vocab_size:
             raise ValueError(f"tie_weights needs num_classes == vocab_size, got {num_classes} and {vocab_size}; "
@@ -194,7 +210,8 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(vocab_size, n_embd)
         self.wpe = nn.Embedding(block_size, n_embd)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(n_embd, n_head, d_mlp, dropout, bias, norm, activation) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(Block(n_embd, n_head, d_mlp, dropout, bias, norm, activation, attn_bias)
+                                    for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(n_embd, bias=bias) if norm == "pre" else nn.Identity()
         self.lm_head = nn.Linear(n_embd, num_classes, bias=False)
         if tie_weights:
@@ -207,6 +224,8 @@ class GPT(nn.Module):
             if isinstance(m, nn.Linear):
                 if init == "gpt2":
                     std = 0.02 / math.sqrt(2 * self.n_layer) if name.endswith("c_proj") else 0.02
+                elif init == "nanda":  # transformers.py: randn / sqrt(d_model), the unembedding / sqrt(d_vocab)
+                    std = 1.0 / math.sqrt(self.vocab_size if m is self.lm_head else self.n_embd)
                 else:
                     std = 1.0 / math.sqrt(m.in_features)
                 if not (self.tie_weights and m is self.lm_head):
@@ -236,7 +255,8 @@ class GPT(nn.Module):
             x = block(x, last_only=self.last_token_only and i == self.n_layer - 1)
         if self.last_token_only:
             x = x[:, -1]
-        return self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x))
+        return logits if self.logits_dtype is None else logits.to(self.logits_dtype)
 
     @torch.no_grad()
     def attention_maps(self, idx: Tensor) -> Tensor:

@@ -62,6 +62,9 @@ class MLP(nn.Module):
             "initialization scale" of Liu et al. 2022, Omnigrok).
         bias: use biases.
         dropout: dropout probability after each hidden activation.
+        residual: every hidden layer after the first adds its input, h <- h + act(W h + b) (needs equal
+            widths): the MLP of MNIST-1D's baselines (``MLPBase`` in greydanus/mnist1d ``notebooks/models.py``,
+            ``h = linear1(x).relu(); h = h + linear2(h).relu(); linear3(h)``).
         norm: ``none``, ``batch`` (BatchNorm after each hidden linear layer, before its activation: Ioffe &
             Szegedy 2015, Sec. 3.2) or ``noisy_batch`` (the same with Santurkar et al. 2018's time-varying noise
             after each BatchNorm, :class:`~whylearn.models.batchnorm.NoisyBatchNorm1d`).
@@ -71,7 +74,8 @@ class MLP(nn.Module):
     Shapes: input (B, *) with prod(*) == input_size; output (B, num_classes).
 
     Raises:
-        ValueError: an unknown activation, init or norm, or both/neither of ``hidden`` and ``width``.
+        ValueError: an unknown activation, init or norm, both/neither of ``hidden`` and ``width``, or ``residual``
+            with hidden layers of different widths.
     """
 
     INITS = ("default", "he_uniform")
@@ -89,6 +93,7 @@ class MLP(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
         init: str = "default",
+        residual: bool = False,
         norm: str = "none",
         bn_noise_mean: float = 0.5,
         bn_noise_std: float = 1.5,
@@ -108,9 +113,14 @@ class MLP(nn.Module):
         self.input_size, self.num_classes = int(input_size), int(num_classes)
         self.hidden = [int(h) for h in hidden]
         self.init_scale, self.init = float(init_scale), init
+        self.residual = bool(residual)
+        if self.residual and len(set(self.hidden)) > 1:
+            raise ValueError(f"residual hidden layers add their input, so they need equal widths; got hidden={self.hidden}")
         widths = [self.input_size, *self.hidden]
         layers: list[nn.Module] = []
+        self._block_starts: list[int] = []  # index in net of each hidden layer's Linear
         for i in range(len(self.hidden)):
+            self._block_starts.append(len(layers))
             layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias))
             if norm == "batch":
                 layers.append(nn.BatchNorm1d(widths[i + 1]))
@@ -145,7 +155,14 @@ class MLP(nn.Module):
         self._init_after_build()
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x.flatten(1))
+        if not self.residual:
+            return self.net(x.flatten(1))
+        h = x.flatten(1)
+        bounds = [*self._block_starts, len(self.net) - 1]
+        for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            out = self.net[a:b](h)
+            h = out if j == 0 else h + out  # the first layer changes the width; the others add their input
+        return self.net[-1](h)
 
     def linear_layers(self) -> list[nn.Linear]:
         return [m for m in self.net if isinstance(m, nn.Linear)]
