@@ -114,7 +114,7 @@ class SchedulerSchema:
     total_steps: Auto | int | None = _f(ge=1, note="auto: the run's planned optimizer steps")
     warmup_steps: int = _f(ge=0)
     min_lr_ratio: float = _f(ge=0, le=1)
-    warmup_style: Literal["linear", "nanogpt"] = _f()
+    warmup_style: Literal["linear", "nanogpt", "nanda"] = _f()
     step_size: int = _f(ge=1)
     gamma: float = _f(gt=0)
 

@@ -10,9 +10,11 @@ from whylearn.callbacks.norms import GradNorms, WeightNorms
 from whylearn.callbacks.progress import LogLines, StepProgressBar, StepTQDMProgressBar
 from whylearn.callbacks.robustness import RobustAccuracy
 from whylearn.callbacks.sharpness import Sharpness
+from whylearn.callbacks.smoothness import BatchNormModeGap, GradientPredictiveness
 from whylearn.callbacks.wandb_run import WandbRunSync, WandbWatch
 
 __all__ = ["DecisionBoundary", "GeneralizationGap", "GradNorms", "WeightNorms", "LogLines", "Sharpness", "LossLandscape",
            "LinearRegions", "TimeToFit", "GradientNoise", "RobustAccuracy"]
 __all__ += ["AttentionMaps", "CurveFigure", "FirstReach", "ProgressMeasures", "StepProgressBar", "StepTQDMProgressBar",
             "WandbRunSync", "WandbWatch"]
+__all__ += ["GradientPredictiveness", "BatchNormModeGap"]

@@ -252,8 +252,8 @@ class MemberEnsemble(nn.Module):
     which member each slice belongs to and :meth:`member` returns member i as a plain module.
 
     Raises:
-        ValueError: no members, an unknown layout or method, ``grouped`` for a non-MLP, ``padded``
-            for members it cannot pad (non-MLP, or an activation that does not map 0 to 0, e.g.
+        ValueError: no members, members with BatchNorm layers, an unknown layout or method, ``grouped``
+            for a non-MLP, ``padded`` for members it cannot pad (non-MLP, or an activation that does not map 0 to 0, e.g.
             sigmoid), buckets that leave a width out.
     """
 
@@ -270,6 +270,10 @@ class MemberEnsemble(nn.Module):
             raise ValueError(f"unknown ensemble layout {layout!r}; allowed: {list(self.LAYOUTS)}")
         if method not in self.METHODS:
             raise ValueError(f"unknown ensemble method {method!r}; allowed: {list(self.METHODS)}")
+        if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for m in members for mod in m.modules()):
+            raise ValueError("members with BatchNorm layers (e.g. model.norm=batch) cannot be trained as one "
+                             "vectorized ensemble: their running statistics are updated in place; sweep them "
+                             "with a multirun (-m) instead")
         all_mlp = all(_is_mlp(m) for m in members)
         if method == "grouped" and not all_mlp:
             bad = next(type(m).__name__ for m in members if not _is_mlp(m))

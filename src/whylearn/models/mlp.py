@@ -65,15 +65,21 @@ class MLP(nn.Module):
         residual: every hidden layer after the first adds its input, h <- h + act(W h + b) (needs equal
             widths): the MLP of MNIST-1D's baselines (``MLPBase`` in greydanus/mnist1d ``notebooks/models.py``,
             ``h = linear1(x).relu(); h = h + linear2(h).relu(); linear3(h)``).
+        norm: ``none``, ``batch`` (BatchNorm after each hidden linear layer, before its activation: Ioffe &
+            Szegedy 2015, Sec. 3.2) or ``noisy_batch`` (the same with Santurkar et al. 2018's time-varying noise
+            after each BatchNorm, :class:`~whylearn.models.batchnorm.NoisyBatchNorm1d`).
+        bn_noise_mean, bn_noise_std: the noise of ``noisy_batch``: per-step shift in +-bn_noise_mean and scale
+            in [1, bn_noise_std] (ignored otherwise).
 
     Shapes: input (B, *) with prod(*) == input_size; output (B, num_classes).
 
     Raises:
-        ValueError: an unknown activation or init, both/neither of ``hidden`` and ``width``, or ``residual``
+        ValueError: an unknown activation, init or norm, both/neither of ``hidden`` and ``width``, or ``residual``
             with hidden layers of different widths.
     """
 
     INITS = ("default", "he_uniform")
+    NORMS = ("none", "batch", "noisy_batch")
 
     def __init__(
         self,
@@ -88,10 +94,16 @@ class MLP(nn.Module):
         dropout: float = 0.0,
         init: str = "default",
         residual: bool = False,
+        norm: str = "none",
+        bn_noise_mean: float = 0.5,
+        bn_noise_std: float = 1.5,
     ) -> None:
         super().__init__()
         if init not in self.INITS:
             raise ValueError(f"unknown init {init!r}; allowed: {list(self.INITS)}")
+        if norm not in self.NORMS:
+            raise ValueError(f"unknown norm {norm!r}; allowed: {list(self.NORMS)}")
+        self.norm = norm
         if hidden is None:
             if width is None or depth is None:
                 raise ValueError("give the hidden widths as `hidden: [w1, w2, ...]` or as `width` and `depth`")
@@ -109,7 +121,14 @@ class MLP(nn.Module):
         self._block_starts: list[int] = []  # index in net of each hidden layer's Linear
         for i in range(len(self.hidden)):
             self._block_starts.append(len(layers))
-            layers += [nn.Linear(widths[i], widths[i + 1], bias=bias), make_activation(activation)]
+            layers.append(nn.Linear(widths[i], widths[i + 1], bias=bias))
+            if norm == "batch":
+                layers.append(nn.BatchNorm1d(widths[i + 1]))
+            elif norm == "noisy_batch":
+                from whylearn.models.batchnorm import NoisyBatchNorm1d
+
+                layers.append(NoisyBatchNorm1d(widths[i + 1], bn_noise_mean, bn_noise_std))
+            layers.append(make_activation(activation))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(widths[-1], self.num_classes, bias=bias))
@@ -130,8 +149,9 @@ class MLP(nn.Module):
     def reset_parameters(self) -> None:
         """Draw fresh parameters from the global RNG exactly as construction does (every layer's
         default initialization in order, then ``init``, then ``init_scale``)."""
-        for layer in self.linear_layers():
-            layer.reset_parameters()
+        for layer in self.net:
+            if isinstance(layer, (nn.Linear, nn.BatchNorm1d)):
+                layer.reset_parameters()
         self._init_after_build()
 
     def forward(self, x: Tensor) -> Tensor:

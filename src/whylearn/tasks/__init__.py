@@ -17,6 +17,7 @@ from whylearn.tasks.continual import ContinualClassificationTask, ForgettingStud
 from whylearn.tasks.ensemble import EnsembleClassificationTask
 from whylearn.tasks.forecasting import ForecastTask
 from whylearn.tasks.invariance import InvarianceStudyTask
+from whylearn.tasks.gradient_penalty import GradientPenaltyTask
 from whylearn.tasks.language_model import LanguageModelTask
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "FastTask",
     "ForgettingStudyTask",
     "ForecastTask",
+    "GradientPenaltyTask",
     "History",
     "HopfieldCapacityTask",
     "HopfieldTask",
