@@ -16,8 +16,8 @@ from whylearn.tasks.classification import ClassificationTask, classification_los
 from whylearn.tasks.continual import ContinualClassificationTask, ForgettingStudyTask
 from whylearn.tasks.ensemble import EnsembleClassificationTask
 from whylearn.tasks.forecasting import ForecastTask
-from whylearn.tasks.invariance import InvarianceStudyTask
 from whylearn.tasks.gradient_penalty import GradientPenaltyTask
+from whylearn.tasks.invariance import InvarianceStudyTask
 from whylearn.tasks.language_model import LanguageModelTask
 
 __all__ = [
