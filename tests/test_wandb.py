@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -92,11 +93,12 @@ def test_multirun_jobs_have_their_own_names_one_group_and_the_sweep_job_type(tmp
     assert runs[0]["id"] != runs[1]["id"]
 
 
-def test_log_model_offline_logs_the_final_checkpoint_as_a_model_artifact(tmp_path, monkeypatch):
+def test_log_model_offline_logs_the_final_checkpoint_as_a_model_artifact(tmp_path, monkeypatch, caplog):
     from whylearn.loggers import read_wandb_run
     from whylearn.train import run
 
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # W&B stages artifact files here
+    caplog.set_level(logging.INFO, logger="whylearn.loggers")
     cfg = compose(SMALL + ["logger=wandb", "logger.wandb.log_model=true", "logger.wandb.mode=offline"], tmp_path)
     summary = run(cfg)  # main: MisconfigurationException "log_model=True and offline=True is an invalid configuration"
     assert summary["status"] == "completed"
@@ -109,6 +111,9 @@ def test_log_model_offline_logs_the_final_checkpoint_as_a_model_artifact(tmp_pat
     # the last version logged is the checkpoint the run ended with, byte for byte
     assert models[-1]["files"]["model.ckpt"] == {"digest": digest, "size": final.stat().st_size}
     assert "latest" in models[-1]["aliases"]
+    # and the run says so (docs/reliability.md: before, nothing in the output mentioned the artifact)
+    said = [r.getMessage() for r in caplog.records if r.name == "whylearn.loggers"]
+    assert any("model artifact model-" in m and "wandb sync" in m for m in said), said
 
 
 def test_long_names_keep_the_experiment_and_the_job(tmp_path, monkeypatch):

@@ -661,6 +661,10 @@ def finish_wandb(loggers: list, summary: dict[str, Any] | None = None) -> None:
                 lg.experiment.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float))})
                 if summary.get("status") == "completed" and summary.get("run_dir") and hasattr(lg, "log_final_checkpoint"):
                     lg.log_final_checkpoint(Path(summary["run_dir"]) / "checkpoints" / "last.ckpt", summary.get("steps"))
+            if getattr(lg, "_log_model", False):
+                offline = getattr(lg._experiment.settings, "mode", None) == "offline"
+                log.info("W&B: checkpoints logged as model artifact model-%s (the final one with aliases latest, final)%s",
+                         lg._experiment.id, "; offline: `wandb sync` uploads them with the run" if offline else "")
         wandb.finish()
         if run_file is not None:
             _wait_until_written(run_file)
