@@ -73,6 +73,8 @@ class HistoryInCheckpoint(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         flush_logs(self)
         checkpoint["whylearn_history"] = get_history(self).state_dict()
+        if LightningInternals.saved_after_full_epoch(checkpoint):  # as FastTask.on_save_checkpoint
+            LightningInternals.mark_epoch_ended(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "whylearn_history" in checkpoint:
@@ -391,6 +393,8 @@ class FastTask(L.LightningModule):
         }
         if getattr(self, "run_config", None) is not None:
             checkpoint["whylearn_config"] = self.run_config
+        if LightningInternals.saved_after_full_epoch(checkpoint):  # e.g. ModelCheckpoint's epoch-end last.ckpt
+            LightningInternals.mark_epoch_ended(checkpoint)  # resume at the next epoch, also with max_steps
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "whylearn_history" in checkpoint:
