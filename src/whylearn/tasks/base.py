@@ -266,6 +266,10 @@ class FastTask(L.LightningModule):
         return self._loop_trainer is not None and not self._loop_ended and bool(self._loop_reasons)
 
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            # a new fit: a chunk cut short by an earlier fit of this module is not this fit's (Lightning calls setup
+            # before it restores a checkpoint, whose own flag on_load_checkpoint then sets)
+            self._stopped_inside_chunk = False
         if self.compile_model and not self._compiled and isinstance(getattr(self, "model", None), torch.nn.Module):
             backend = self.compile_model if isinstance(self.compile_model, str) else "inductor"
             self.model.compile(backend=backend)
