@@ -158,6 +158,19 @@ def test_max_steps_inside_a_chunk(tmp_path):
     assert_same(runs)
 
 
+def test_a_second_fit_of_the_same_task_does_not_warn_that_it_resumes_inside_a_chunk(tmp_path, caplog):
+    """A fit cut inside a chunk (max_steps=13 with K=5) marks the task; a later fit of the same module from
+    scratch (as the forgetting study does) restores no checkpoint and must not warn that it resumes inside a chunk."""
+    task = make_task()
+    first = fit(tmp_path / "first", K, task=task, max_steps=13, max_epochs=-1)
+    assert first["steps"] == 13 and task._stopped_inside_chunk
+    with caplog.at_level(logging.WARNING, logger="whylearn"):
+        second = fit(tmp_path / "second", K, task=task, max_steps=10, max_epochs=-1)
+    assert second["steps"] == 10
+    assert "inside a chunk" not in caplog.text
+    assert not task._stopped_inside_chunk  # (10 steps end at a chunk boundary)
+
+
 def test_declared_per_step_callback_is_called_at_every_step_in_the_fast_loop(tmp_path):
     made = []
 

@@ -73,6 +73,8 @@ class HistoryInCheckpoint(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         flush_logs(self)
         checkpoint["whylearn_history"] = get_history(self).state_dict()
+        if LightningInternals.saved_after_full_epoch(checkpoint):  # as FastTask.on_save_checkpoint
+            LightningInternals.mark_epoch_ended(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "whylearn_history" in checkpoint:
@@ -264,6 +266,10 @@ class FastTask(L.LightningModule):
         return self._loop_trainer is not None and not self._loop_ended and bool(self._loop_reasons)
 
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            # a new fit: a chunk cut short by an earlier fit of this module is not this fit's (Lightning calls setup
+            # before it restores a checkpoint, whose own flag on_load_checkpoint then sets)
+            self._stopped_inside_chunk = False
         if self.compile_model and not self._compiled and isinstance(getattr(self, "model", None), torch.nn.Module):
             backend = self.compile_model if isinstance(self.compile_model, str) else "inductor"
             self.model.compile(backend=backend)
@@ -391,6 +397,8 @@ class FastTask(L.LightningModule):
         }
         if getattr(self, "run_config", None) is not None:
             checkpoint["whylearn_config"] = self.run_config
+        if LightningInternals.saved_after_full_epoch(checkpoint):  # e.g. ModelCheckpoint's epoch-end last.ckpt
+            LightningInternals.mark_epoch_ended(checkpoint)  # resume at the next epoch, also with max_steps
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "whylearn_history" in checkpoint:

@@ -190,6 +190,23 @@ class LightningInternals:
         self.epoch_loop._batches_that_stepped += 1
 
     @staticmethod
+    def saved_after_full_epoch(checkpoint: dict) -> bool:
+        """Whether a checkpoint was saved in ``on_train_epoch_end`` of an epoch that ran to its last batch
+        (e.g. ``ModelCheckpoint``'s epoch-end save): the epoch is processed but not yet completed.
+
+        Lightning 2.6 resumes such a checkpoint as one saved inside the epoch's end when ``max_steps`` is
+        set (iteration-based training): it runs that epoch's end again and counts it as the next epoch,
+        so the resumed fit loses one epoch of training. :meth:`mark_epoch_ended` makes it resume between
+        the two epochs, as Lightning does without ``max_steps``.
+        """
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop")
+        if not fit_loop or "epoch_progress" not in fit_loop or "epoch_loop.batch_progress" not in fit_loop:
+            return False
+        epochs = fit_loop["epoch_progress"]["total"]
+        return bool(epochs["ready"] == epochs["started"] == epochs["processed"] == epochs["completed"] + 1
+                    and fit_loop["epoch_loop.batch_progress"]["is_last_batch"])
+
+    @staticmethod
     def mark_epoch_ended(checkpoint: dict) -> None:
         """Make a checkpoint saved in ``on_train_epoch_end`` (after the task's and the checkpoint callbacks'
         epoch end) resume as a fit between two epochs: the next epoch starts fresh.
