@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import Callback
 from whylearn.analysis import grokking as G
 from whylearn.analysis.plotting import save_figure
 from whylearn.callbacks.sharpness import add_summary, network, run_dir
-from whylearn.tasks.base import get_history, log_scalars
+from whylearn.loggers import get_history, log_scalars
 
 
 class ProgressMeasures(Callback):

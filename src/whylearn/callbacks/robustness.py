@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Callback
 
 from whylearn.analysis import adversarial as A
 from whylearn.callbacks.sharpness import add_summary, datamodule_split, network, run_dir
-from whylearn.tasks.base import log_scalars
+from whylearn.loggers import log_scalars
 
 
 class RobustAccuracy(Callback):
