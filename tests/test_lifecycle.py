@@ -34,7 +34,8 @@ TINY = ["experiment=mnist1d_mlp", "data.num_samples=600", "trainer.max_epochs=2"
 # tests/scaleout/test_resume.py's run: 18 steps an epoch, 3 epochs, momentum, a cosine schedule, dropout
 # (SGD with momentum and seed 0 pinned: mnist1d_mlp itself now follows the mnist1d quickstart, Adam, seed 42)
 RESUMABLE = [
-    "experiment=mnist1d_mlp", "optimizer=sgd", "optimizer.momentum=0.9", "seed=0", "trainer.max_steps=-1", "data.num_samples=1250", "data.train_size=900", "data.batch_size=50",
+    "experiment=mnist1d_mlp", "optimizer=sgd", "optimizer.momentum=0.9", "seed=0", "trainer.max_steps=-1",
+    "data.num_samples=1250", "data.train_size=900", "data.batch_size=50",
     "data.steps_per_chunk=4", "model.hidden=[32,32]", "model.dropout=0.2", "scheduler=cosine",
     "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=1", "task.log_every_n_steps=1", "optimizer.lr=0.05",
     "logger=csv", "callbacks.model_checkpoint.every_n_epochs=1", "callbacks.grad_norms=null", "threads=1",
