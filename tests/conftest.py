@@ -24,6 +24,14 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+
+# mnist1d_mlp as it was before it took the mnist1d quickstart's set-up (Adam, seed 42, [256, 256] residual,
+# max_steps 6000, test split as validation, no shuffling): the plain small run that the mechanism tests
+# (progress bars, callbacks, W&B) were written against. Append after "experiment=mnist1d_mlp".
+MNIST1D_SGD = ["model.hidden=[100,100]", "model.residual=false", "optimizer=sgd", "optimizer.momentum=0.9", "seed=0",
+               "trainer.max_steps=-1", "data.val_size=0.1", "data.shuffle=true"]
+
+
 def compose(overrides: list[str], tmp_path: Path, config_name: str = "train"):
     """Compose a whylearn config as the CLI would, with its run directory under tmp_path."""
     from hydra import compose as hydra_compose

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, compose
+from conftest import MNIST1D_SGD, ROOT, compose
 
 # MNIST-1D, 720 training samples in batches of 100: 8 optimizer steps an epoch (one chunk)
-SMALL = ["experiment=mnist1d_mlp", "data.num_samples=1000", "data.steps_per_chunk=8", "threads=1", "logger=csv"]
+SMALL = ["experiment=mnist1d_mlp", *MNIST1D_SGD, "data.num_samples=1000", "data.steps_per_chunk=8", "threads=1", "logger=csv"]
 
 
 def _early_stopping_state(run_dir: Path) -> dict:

@@ -366,7 +366,14 @@ class BlockRun:
             else:
                 raise CommandFailed("trainer=gpu started on a machine without a GPU")
         if self.mode == "compose" or why_not or not first:
-            n = self.hydra_main("whylearn-train", argv, env, cwd, jobs="compose")
+            try:
+                n = self.hydra_main("whylearn-train", argv, env, cwd, jobs="compose")
+            except CommandFailed as e:
+                # a resume of a run this mode only composed: whylearn checks for the checkpoint before building
+                # anything (docs/reliability.md); the default suite's "start" mode runs both commands for real
+                if self.mode == "compose" and "ckpt_path=last: no checkpoint at" in str(e):
+                    return "composed up to the resume's checkpoint check (the run it resumes was only composed)"
+                raise
             return f"composed ({n} job(s))" + (f"; {why_not}" if why_not else "")
         n = self.hydra_main("whylearn-train", argv, env, cwd, jobs="complete" if complete else "start")
         what = "ran to its end" if complete else "started"

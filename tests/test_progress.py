@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, compose
+from conftest import MNIST1D_SGD, ROOT, compose
 
 # 450 optimizer steps: 15 per epoch (1440 training samples / 100) in chunks of 4, 30 epochs,
 # validation every 5 epochs (at steps 75, 150, ..., 450), train/loss every 40 steps
-RUN = ["experiment=mnist1d_mlp", "data.num_samples=2000", "trainer.max_epochs=30", "trainer.check_val_every_n_epoch=5",
+RUN = ["experiment=mnist1d_mlp", *MNIST1D_SGD, "data.num_samples=2000", "trainer.max_epochs=30",
+       "trainer.check_val_every_n_epoch=5",
        "data.steps_per_chunk=4", "logger=csv", "threads=1"]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 

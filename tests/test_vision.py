@@ -321,7 +321,7 @@ def test_ensemble_rejects_what_would_couple_members():
         EnsembleClassificationTask(MLP(4, 2, [3]), 2, opt, seeds=2, gradient_clip_val=1.0)
     with pytest.raises(ValueError, match="distinct"):
         VmapEnsemble(MLP(4, 2, [3]), [1, 1])
-    with pytest.raises(ValueError, match="MLP only"):
+    with pytest.raises(ValueError, match=r"MLP \(without residual layers\) only, not CNN"):
         VmapEnsemble(CNN(1, 2, k=1), [1, 2], method="grouped")
     assert VmapEnsemble(CNN(1, 2, k=1, norm="none"), [1, 2])(torch.randn(5, 1, 8, 8)).shape == (2, 5, 2)
 

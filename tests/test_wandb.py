@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, compose
+from conftest import MNIST1D_SGD, ROOT, compose
 
 # 54 optimizer steps (3 epochs of 18, K=4: chunk boundaries inside epochs), a row at every step, the
 # gradient norms every 3 steps, a checkpoint at each epoch's end; W&B rows written at once.
@@ -33,7 +33,7 @@ RESUMABLE = [
     "logger=wandb", "logger.wandb.id=killtest", "logger.wandb.write_interval_s=0",
 ]
 CURVES = ("train/loss", "lr", "grads/l2_total", "train/loss_epoch", "val/loss", "val/acc", "gap/acc", "weights/l2_total")
-SMALL = ["experiment=mnist1d_mlp", "data.num_samples=1000", "trainer.max_epochs=2", "data.steps_per_chunk=8",
+SMALL = ["experiment=mnist1d_mlp", *MNIST1D_SGD, "data.num_samples=1000", "trainer.max_epochs=2", "data.steps_per_chunk=8",
          "task.log_every_n_steps=5", "optimizer.lr=0.05", "threads=1"]
 
 
@@ -63,7 +63,7 @@ def test_offline_run_holds_the_resolved_config_name_group_job_type_and_tags(tmp_
         assert key in wb["config"], key
     assert wb["config"]["model"]["hidden"] == [24, 24] and wb["config"]["optimizer"]["lr"] == 0.05
     assert wb["config"]["paths"]["output_dir"] == str(out)  # resolved, not "${hydra:runtime.output_dir}"
-    assert wb["config"]["trainer"]["max_epochs"] == 2 and wb["config"]["seed"] == 0
+    assert wb["config"]["trainer"]["max_epochs"] == 2 and wb["config"]["seed"] == cfg.seed == 42  # mnist1d_mlp's own seed
     # who the run is
     assert wb["run"]["name"] == "mnist1d_mlp data.num_samples=1000 trainer.max_epochs=2 optimizer.lr=0.05 model.hidden=[24,24]"
     assert wb["run"]["group"] == "mnist1d_mlp" and wb["run"]["job_type"] == "train"

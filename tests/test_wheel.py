@@ -98,6 +98,6 @@ def test_the_wheel_runs_a_two_job_sweep_with_a_users_own_config_folder(venv, tmp
     assert report["completed"] == 2 and report["failed"] == 0
     params = {j["overrides"]: json.loads((sweep.parent / j["job"] / "summary.json").read_text())["params"]
               for j in report["jobs"]}
-    mlp = (40 * 100 + 100) + (100 * 100 + 100) + (100 * 10 + 10)  # whylearn's 40-100-100-10
+    mlp = (40 * 256 + 256) + (256 * 256 + 256) + (256 * 10 + 10)  # whylearn's 40-256-256-10 (mnist1d quickstart)
     mine = (40 * 32 + 32) + (32 * 32 + 32) + (32 * 10 + 10)  # the user's hidden: [32, 32]
     assert params == {"- experiment=mnist1d_mlp - debug=fast_dev_run": mlp, "- experiment=my_run - debug=fast_dev_run": mine}
