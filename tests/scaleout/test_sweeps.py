@@ -46,6 +46,7 @@ def _rdb_reason() -> str | None:
     return None
 
 
+@pytest.mark.slow  # four trials in two sweeps, each a process: the default suite's Optuna test is the next one
 @pytest.mark.skipif(_rdb_reason() is not None, reason=str(_rdb_reason()))
 def test_optuna_search_resumes_from_its_storage_and_reports_the_best_value(tmp_path):
     import optuna
