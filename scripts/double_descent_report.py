@@ -178,7 +178,7 @@ def main() -> None:
         proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_sweep.py"), "--json", str(out)], check=True,
                               capture_output=True, text=True)
         table = "\n".join(line for line in proc.stdout.splitlines() if line.startswith(("|", "fp32", "sequential")))
-        bench = {"table": "    python scripts/bench_sweep.py\n\n" + table}
+        bench = {"table": "```bash\npython scripts/bench_sweep.py\n```\n\n" + table}
     text, bench_text = report(run_dir, wall, bench, run_dir if args.no_docs else ROOT / "docs" / "figures")
     if args.no_docs:
         print(text, "\n\n", bench_text)
