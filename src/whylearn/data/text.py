@@ -362,6 +362,8 @@ class TextDataModule(TrainerPlacement, L.LightningDataModule):
 
     def _build_cache(self, text: str, paths: dict[str, Path]) -> None:
         """Tokenize ``text`` and write the cache into a temporary folder, then rename it into place."""
+        log.info("tokenizing the %s into the token cache %s (caches are keyed by the text's SHA-256 and the tokenizer "
+                 "settings: a changed text gets a new one)", self._source, paths["dir"])
         n = len(text)
         if n == 0:
             raise ValueError(f"the {self._source} is empty; a language model needs at least "
