@@ -34,8 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # mnist1d_mlp as a plain SGD run (the experiment itself follows the mnist1d quickstart: Adam, seed 42, [256, 256]
-# residual, max_steps 6000, the test split as validation); the same pins as tests/conftest.py's MNIST1D_SGD
-PLAIN = ("model.hidden=[100,100] model.residual=false optimizer=sgd optimizer.momentum=0.9 seed=0 trainer.max_steps=-1 "
+# residual, max_steps 6000, the test split as validation); the pins of tests/conftest.py's MNIST1D_SGD (sgd.yaml has momentum 0.9)
+PLAIN = ("model.hidden=[100,100] model.residual=false optimizer=sgd seed=0 trainer.max_steps=-1 "
          "data.val_size=0.1 data.shuffle=true")
 TINY = ("experiment=mnist1d_mlp data.num_samples=600 trainer.max_epochs=2 trainer.check_val_every_n_epoch=1 "
         "callbacks.model_checkpoint.every_n_epochs=1 logger=csv threads=1 " + PLAIN)
@@ -43,7 +43,7 @@ TINY = ("experiment=mnist1d_mlp data.num_samples=600 trainer.max_epochs=2 traine
 LONG = ("experiment=mnist1d_mlp data.num_samples=1250 data.train_size=900 data.batch_size=50 data.steps_per_chunk=4 "
         "model.hidden=[32,32] trainer.max_epochs=3 trainer.check_val_every_n_epoch=1 task.log_every_n_steps=1 "
         "callbacks.model_checkpoint.every_n_epochs=1 callbacks.grad_norms=null logger=csv threads=1 "
-        "model.residual=false optimizer=sgd optimizer.momentum=0.9 seed=0 trainer.max_steps=-1 data.val_size=0.1 "
+        "model.residual=false optimizer=sgd seed=0 trainer.max_steps=-1 data.val_size=0.1 "
         "data.shuffle=true")
 LM = ("experiment=shakespeare_char_cpu data.path=$W/text/input.txt data.cache_dir=$W/text/cache data.block_size=16 "
       "data.batch_size=8 data.steps_per_epoch=20 data.steps_per_chunk=10 model.n_layer=1 model.n_embd=16 model.n_head=2 "
@@ -511,7 +511,7 @@ def cases() -> list[Case]:
              verdict="refused by name, the finished run untouched (.hydra/ too)"),
         Case(K, "resume with another seed", resume + "seed=3", r"seed: 0 in the checkpoint, 3 now", setup=finished_copy,
              checks=[run_untouched], verdict="refused by name, run untouched"),
-        Case(K, "resume with another optimizer", resume + "optimizer._target_=torch.optim.Adam",
+        Case(K, "resume with another optimizer", resume + "optimizer=adam",
              r"optimizer\._target_: 'torch\.optim\.SGD' in the checkpoint, 'torch\.optim\.Adam' now", setup=finished_copy,
              checks=[run_untouched], verdict="refused by name, run untouched"),
         Case(K, "resume stretching an auto-length schedule", "whylearn-train $TINY scheduler=cosine paths.root_dir=$CASE "

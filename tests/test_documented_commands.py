@@ -632,8 +632,14 @@ def test_documented_block(block, tmp_path):
     assert not run.failures, "commands of the docs that do not work as written:\n" + "\n".join(run.failures)
 
 
-@pytest.mark.parametrize("block", [b for b in BLOCK_IDS if any(c.kind in ("train", "shell", "slurm_script", "sbatch")
-                                                               for c in BLOCKS[b])])
+def _root_param(block: str):
+    """README's blocks (a new user's first commands) in the default suite; the rest of the docs in the slow one,
+    which keeps `make test` near its time budget (every block is also run without WHYLEARN_ROOT by default)."""
+    return block if block.startswith("README.md") else pytest.param(block, marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("block", [_root_param(b) for b in BLOCK_IDS
+                                   if any(c.kind in ("train", "shell", "slurm_script", "sbatch") for c in BLOCKS[b])])
 def test_documented_block_with_whylearn_root(block, tmp_path):
     run = BlockRun(block, tmp_path, "compose", use_root=True)
     run.run()
