@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,6 +13,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
+
+from whylearn.tasks.studies import quiet_trainer as _quiet_trainer
+from whylearn.tasks.studies import write_summary
 
 
 def plain(cfg: Any) -> Any:
@@ -78,13 +80,10 @@ def optimizer_factory(node: Mapping[str, Any]):
 
 
 def quiet_trainer(max_steps: int, root: Path | None = None, callbacks: Sequence = ()) -> L.Trainer:
-    """A Lightning Trainer for one nested fit on the CPU: ``max_steps`` optimizer steps; no logger,
+    """:func:`whylearn.tasks.studies.quiet_trainer` on the CPU: ``max_steps`` optimizer steps; no logger,
     checkpoint, progress bar, model summary or validation loop (the study measures what it needs itself,
     e.g. with :class:`TrackSplits`)."""
-    return L.Trainer(max_steps=int(max_steps), max_epochs=-1, accelerator="cpu", devices=1, logger=False,
-                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                     num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(root) if root else None,
-                     callbacks=list(callbacks))
+    return _quiet_trainer(max_steps, torch.device("cpu"), root, callbacks=list(callbacks))
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -96,10 +95,7 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
 
 
-def write_json(path: Path, obj: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=float))
-    return path
+write_json = write_summary  # one nested run's JSON, written as the other studies write theirs
 
 
 def seeds_of(seed: int, num_seeds: int) -> list[int]:
