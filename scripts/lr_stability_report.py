@@ -28,8 +28,10 @@ from pathlib import Path
 from whylearn.analysis.plotting import save_figure, subplots
 
 
-def read_jobs(root: Path, arm_key: str, x_key: str, seed_key: str = "seed") -> list[dict]:
-    """One dict per job folder of ``root``: arm, x (float), seed, status, error, train/loss, test/acc."""
+def read_jobs(root: Path, arm_key: str, x_key: str, seed_key: str = "seed", allow_empty: bool = False) -> list[dict]:
+    """One dict per job folder of ``root``: arm, x (float), seed, status, error, train/loss, test/acc.
+
+    ``allow_empty``: a folder without finished jobs gives [] (one of several multiruns, still running)."""
     jobs = []
     for summary in sorted(root.glob("*/summary.json")):
         overrides = {}
@@ -44,7 +46,7 @@ def read_jobs(root: Path, arm_key: str, x_key: str, seed_key: str = "seed") -> l
         jobs.append({"arm": overrides[arm_key], "x": float(overrides[x_key]), "seed": overrides.get(seed_key),
                      "status": s.get("status"), "error": s.get("error"),
                      "loss": s.get("train/loss"), "acc": s.get("test/acc")})
-    if not jobs:
+    if not jobs and not allow_empty:
         raise SystemExit(f"{root} holds no job folder with a summary.json (expected a multirun folder)")
     return jobs
 
@@ -93,7 +95,10 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=2.0, help="final training loss below which a run trains")
     ap.add_argument("--out", type=Path, help="figure path (PNG)")
     args = ap.parse_args()
-    result = table([j for root in args.root for j in read_jobs(root, args.arm, args.x)], args.threshold)
+    jobs = [j for root in args.root for j in read_jobs(root, args.arm, args.x, allow_empty=len(args.root) > 1)]
+    if not jobs:
+        raise SystemExit(f"no job folder with a summary.json in {', '.join(map(str, args.root))}")
+    result = table(jobs, args.threshold)
     print(f"| {args.arm} | {args.x} | seeds trained | diverged (NaN/inf) | final train loss (mean ± sd) | test acc (mean ± sd) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for arm, res in result.items():
@@ -116,16 +121,23 @@ def main() -> None:
                 # the points where a seed diverged: an x at the top of the panel, annotated k/n
                 for x in xs:
                     r = res["rows"][x]
+                    if math.isnan(r[key][0]):  # no seed completed: every one diverged
+                        ax.plot([x * off], [0.97], marker="x", ms=8, color=line[0].get_color(),
+                                transform=ax.get_xaxis_transform())
                     if r["trained"] < r["n"]:
                         ax.annotate(f"{r['n'] - r['trained']}/{r['n']}", (x * off, 1.0), xycoords=("data", "axes fraction"),
                                     textcoords="offset points", xytext=(0, -12 - 10 * i), ha="center", fontsize=7,
                                     color=line[0].get_color())
+        grid = sorted({x for res in result.values() for x in res["rows"]})
+        for ax in axes:
+            ax.set_xlim(grid[0] / 1.6, grid[-1] * 1.6)
         axes[0].axhline(args.threshold, color="gray", ls="--", lw=1, label=f"threshold {args.threshold:g}")
         axes[0].axhline(math.log(10), color="gray", ls=":", lw=1, label="chance, ln 10")
         axes[0].set(xscale="log", xlabel=args.x, ylabel="final training loss (completed seeds)")
         axes[1].set(xscale="log", xlabel=args.x, ylabel="test accuracy (completed seeds)")
         axes[0].legend(fontsize=7)
-        fig.suptitle("mean ± sd over seeds; k/n at the top: seeds that did not train (diverged or above threshold)",
+        fig.suptitle("mean ± sd over the seeds that completed; k/n at the top: seeds that did not train (diverged or "
+                     "above the threshold); x: every seed diverged (NaN)",
                      fontsize=8)
         print(f"figure: {save_figure(fig, args.out)}")
 
