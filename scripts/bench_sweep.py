@@ -71,7 +71,13 @@ def _trainer(steps: int, clock: Callback) -> L.Trainer:
 
 
 class SteadyClock(Callback):
-    """Wall and CPU time of the optimizer steps after the first chunk (fit's start-up excluded)."""
+    """Wall and CPU time of the optimizer steps after the first chunk (fit's start-up excluded).
+
+    Called once per chunk (``whylearn_batch_hooks = "per_chunk"``), so the fit runs whylearn's fast
+    loop, as ``whylearn-train`` runs it; a batch hook without that declaration would make the task
+    fall back to Lightning's own loop, one mini-batch per Lightning step (:mod:`whylearn.tasks.loop`)."""
+
+    whylearn_batch_hooks = "per_chunk"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if not hasattr(self, "t0"):
@@ -82,10 +88,17 @@ class SteadyClock(Callback):
         self.steps = trainer.global_step - self.s0
 
 
-def fit(task, steps: int, dm) -> tuple[float, float, float]:
+class LightningLoopClock(SteadyClock):
+    """:class:`SteadyClock` without the declaration: the fit falls back to Lightning's own loop (what
+    this script timed before it declared it)."""
+
+    whylearn_batch_hooks = None
+
+
+def fit(task, steps: int, dm, fast_loop: bool = True) -> tuple[float, float, float]:
     """(wall seconds per step, CPU seconds per step, fit start-up wall seconds) of ``steps`` optimizer
-    steps, the per-step times measured after the first chunk."""
-    clock = SteadyClock()
+    steps, the per-step times measured after the first chunk; ``fast_loop=False``: Lightning's own loop."""
+    clock = SteadyClock() if fast_loop else LightningLoopClock()
     trainer = _trainer(steps, clock)
     t0 = time.perf_counter()
     trainer.fit(task, datamodule=dm)
@@ -149,14 +162,14 @@ def peak_for(threads: int, lanes: int, peaks: dict[str, float]) -> float:
     return max(peaks.values())
 
 
-def vectorized(widths, seeds, steps, threads, lanes, layout, fused_sgd: bool = True):
+def vectorized(widths, seeds, steps, threads, lanes, layout, fused_sgd: bool = True, fast_loop: bool = True):
     torch.set_num_threads(threads)
     # fused SGD as experiment=double_descent_mnist1d trains (optimizer.fused: true); False: torch's default
     opt = partial(torch.optim.SGD, lr=0.01, momentum=0.9, fused=fused_sgd)
     task = EnsembleClassificationTask(model(widths[0]), 10, opt, grid={"model.width": widths, "seed": seeds},
                                       data_order="member", layout=layout, model_factory=lambda **o: model(o["width"]),
                                       batch_size=100, lanes=lanes, log_every_n_steps=50)
-    wall, cpu, startup = fit(task, steps, datamodule())
+    wall, cpu, startup = fit(task, steps, datamodule(), fast_loop)
     flops = len(seeds) * sum(mlp_step_flops([40, w, w, 10], 100) for w in widths)
     return {"members": task.num_members, "groups": len(task.model.groups), "layout": task.model.layout,
             "group_widths": [g["hidden"][0] for g in task.model.describe()], "wall_s_per_step": wall,
@@ -250,9 +263,10 @@ def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_st
     them (matmuls, bias, ReLU and its gradient), no loss, autograd or optimizer; ``step``: the fused
     training path's optimizer step in a plain loop (fused loss, backward, ``zero_grad``, torch's fused
     SGD with momentum); ``lightning``: whylearn's own training path (Trainer, FastTask, the chunked
-    datamodule with every member its own data order and labels; ``vectorized``), with torch's fused SGD
-    (what ``experiment=double_descent_mnist1d`` trains with) and with torch's default (for-loop) SGD
-    implementation (what this script timed before it passed ``fused=True``)."""
+    datamodule with every member its own data order and labels, the fast loop; ``vectorized``) with
+    torch's fused SGD, as ``whylearn-train experiment=double_descent_mnist1d`` trains; and what this
+    script timed before: Lightning's own loop (its clock callback made the task fall back to it) and
+    torch's default (for-loop) SGD."""
     from whylearn.models.ensemble import MemberEnsemble
     from whylearn.tasks.ensemble import _group_backward, _group_forward, fused_member_losses
 
@@ -296,7 +310,7 @@ def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_st
         opt.step()
 
     levels = {"matmuls": matmuls, "kernels": kernels, "step": step}
-    times: dict[str, list[float]] = {k: [] for k in [*levels, "lightning", "lightning, default SGD"]}
+    times: dict[str, list[float]] = {k: [] for k in [*levels, "lightning", "lightning, before: own loop, default SGD"]}
     peaks: list[float] = []
     for f in levels.values():
         f()
@@ -309,8 +323,8 @@ def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_st
             times[k].append((time.process_time() - c0) / steps)
         if lightning_steps:
             times["lightning"].append(vectorized(widths, seeds, lightning_steps, 1, 1, "auto")["cpu_s_per_step"])
-            times["lightning, default SGD"].append(
-                vectorized(widths, seeds, lightning_steps, 1, 1, "auto", fused_sgd=False)["cpu_s_per_step"])
+            times["lightning, before: own loop, default SGD"].append(vectorized(
+                widths, seeds, lightning_steps, 1, 1, "auto", fused_sgd=False, fast_loop=False)["cpu_s_per_step"])
     times = {k: v for k, v in times.items() if v}
     peak = sorted(peaks)[len(peaks) // 2]
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
