@@ -111,6 +111,12 @@ def test_lottery_study_aggregates_seeds_and_draws(tmp_path, one_thread):
     assert (tmp_path / "figures" / "lottery_tickets.png").stat().st_size > 5000
     agg = {"fraction": [1.0, 0.5, 0.25, 0.1], "winning/test_acc": [0.6, 0.62, 0.61, 0.55]}
     assert smallest_matching_fraction(agg) == 0.25
+    # "early in training": the first evaluation at or after 20% of the steps (step 3 of 6 here; 200 of 1000)
+    assert s["early_step"] == 3 and 0 < s["round2/winning/val_acc_early"] < 1
+    assert s["dense/val_acc_early"] == pytest.approx(sum(json.loads((tmp_path / "runs" / f"seed{i}" / "summary.json").read_text())
+                                                         ["rounds"][0]["winning"]["curve"]["val_acc"][0] for i in (0, 1)) / 2)
+    from whylearn.studies.lottery import _early
+    assert _early({"step": list(range(100, 1001, 100)), "val_acc": [i / 10 for i in range(1, 11)]}, "val_acc") == 0.2
 
 
 def test_lottery_study_combines_seeds_run_in_parallel_and_refuses_another_setup(tmp_path, one_thread):
@@ -158,13 +164,14 @@ def test_full_lottery_mnist1d(tmp_path):
 
 @pytest.mark.slow
 def test_full_lottery_lenet_300_100(tmp_path, shared_data):
-    """Frankle & Carbin's LeNet-300-100 on MNIST, reduced as in docs/experiments.md (7 rounds to 21.1% of the
-    weights, 600 iterations per training, one seed): the winning ticket at 21.1% beats its random re-initialization."""
+    """Frankle & Carbin's LeNet-300-100 on MNIST as measured in docs/experiments.md: the config as it ships (15 rounds to
+    3.6% of the weights, 1000 iterations per training, 3 seeds; hours on one busy core). At 21.1% the winning ticket
+    beats its random re-initialization and is at least the dense network; tickets match the dense network down to the
+    paper's 10-20% range or below."""
     from whylearn.train import run
 
-    s = run(compose(["experiment=lottery_mnist", f"paths.data_dir={shared_data}", "logger=csv", "task.analysis.rounds=7",
-                     "task.analysis.max_steps=600", "task.analysis.eval_every=150", "task.analysis.report_rounds=[3,5,7]",
-                     "task.analysis.num_seeds=1"],
-                    tmp_path))
-    assert s["round7/fraction"] == pytest.approx(0.211, abs=0.002)
-    assert s["round7/winning_minus_reinit"] > 0 and s["round7/winning_minus_dense"] > -0.005
+    s = run(compose(["experiment=lottery_mnist", f"paths.data_dir={shared_data}", "logger=csv"], tmp_path))
+    assert s["round7/fraction"] == pytest.approx(0.211, abs=0.002) and s["round15/fraction"] == pytest.approx(0.036, abs=0.002)
+    verdicts = {e["quantity"]: e["verdict"] for e in s["reference"]}
+    assert verdicts["round7/winning_minus_reinit"] == "pass" and verdicts["round7/winning_minus_dense"] == "pass"
+    assert s["smallest_matching_fraction"] <= 0.2

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter
 
 from whylearn.analysis.plotting import save_figure, subplots
 from whylearn.analysis.pruning import apply_masks, fraction_remaining, layer_rates, masks, prune_by_magnitude, rewind
@@ -140,14 +141,25 @@ def run_seed(cfg: Mapping[str, Any], seed: int, out_dir: Path | None = None) -> 
     return out
 
 
+EARLY_FRACTION = 0.2  # "early in training": the first evaluation at or after 20% of a training's steps
+
+
+def _early(curve: Mapping[str, list], key: str) -> float:
+    """``curve[key]`` at the first evaluation at or after :data:`EARLY_FRACTION` of the curve's last step."""
+    steps = curve["step"]
+    i = next(j for j, st in enumerate(steps) if st >= EARLY_FRACTION * steps[-1])
+    return float(curve[key][i])
+
+
 def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sd over seeds, per round, of the fraction, each arm's early-stop test accuracy, early-stop
-    step, final test accuracy and ``speedup``: per seed, the dense network's early-stopping iteration over the
-    arm's (Frankle & Carbin's "learns faster" is speedup > 1)."""
+    step, final test accuracy, ``speedup`` (per seed, the dense network's early-stopping iteration over the arm's:
+    Frankle & Carbin's "learns faster" is speedup > 1) and ``val_acc_early`` (validation accuracy at the first
+    evaluation at or after 20% of the steps, e.g. step 200 of 1000: faster learning as in their Fig. 3)."""
     n_rounds = min(len(r["rounds"]) for r in results)
     agg: dict[str, list] = {"round": list(range(n_rounds)), "fraction": []}
     for arm in ("winning", "reinit"):
-        for q in ("test_acc", "early_stop_step", "final_test_acc", "speedup"):
+        for q in ("test_acc", "early_stop_step", "final_test_acc", "speedup", "val_acc_early"):
             agg[f"{arm}/{q}"], agg[f"{arm}/{q}_sd"] = [], []
     for i in range(n_rounds):
         agg["fraction"].append(float(np.mean([r["rounds"][i]["fraction"] for r in results])))
@@ -157,6 +169,12 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
                 m, s = mean_sd(vals)
                 agg[f"{arm}/{q}"].append(m)
                 agg[f"{arm}/{q}_sd"].append(s)
+            # validation accuracy early in training (the first evaluation at or after EARLY_FRACTION of the steps):
+            # Frankle & Carbin's Fig. 3 "reaches higher accuracy faster", a speed that the budget does not cap
+            early = [_early(r["rounds"][i][arm]["curve"], "val_acc") for r in results if r["rounds"][i][arm] is not None]
+            m, s = mean_sd(early)
+            agg[f"{arm}/val_acc_early"].append(m)
+            agg[f"{arm}/val_acc_early_sd"].append(s)
             # per seed: the dense network's early-stopping iteration over this arm's (> 1: this arm learns faster)
             ratios = [r["rounds"][0]["winning"]["early_stop_step"] / max(r["rounds"][i][arm]["early_stop_step"], 1)
                       for r in results if r["rounds"][i][arm] is not None]
@@ -250,6 +268,8 @@ def study(out_dir: Path, data: Mapping[str, Any], model: Mapping[str, Any], opti
         ``round<r>/fraction``, ``round<r>/winning/test_acc``, ``round<r>/reinit/test_acc``,
         ``round<r>/winning/early_stop_step``, ``round<r>/reinit/early_stop_step`` (means, and ``_sd``),
         ``round<r>/winning_minus_dense``, ``round<r>/winning_minus_reinit`` and
+        ``round<r>/winning/val_acc_early`` and ``round<r>/reinit/val_acc_early`` (validation accuracy at step
+        ``early_step``, 20% of the budget; ``dense/val_acc_early`` for the dense network),
         ``round<r>/early_stop_speedup`` (per seed, the dense early-stop step over the ticket's; mean and ``_sd``)
         and ``round<r>/reinit/early_stop_speedup``;
         ``smallest_matching_fraction``; ``curves`` (every round's aggregates).
@@ -274,6 +294,8 @@ def study(out_dir: Path, data: Mapping[str, Any], model: Mapping[str, Any], opti
                                "reused": {str(s): str(done[s][0]) for s in done},
                                "dense/test_acc": agg["winning/test_acc"][0], "dense/test_acc_sd": agg["winning/test_acc_sd"][0],
                                "dense/early_stop_step": agg["winning/early_stop_step"][0],
+                               "dense/val_acc_early": agg["winning/val_acc_early"][0],
+                               "early_step": int(_early(results[0]["rounds"][0]["winning"]["curve"], "step")),
                                "smallest_matching_fraction": smallest_matching_fraction(agg)}
     for r in (range(1, len(agg["round"])) if report_rounds is None else [int(x) for x in report_rounds]):
         if not 0 < r < len(agg["round"]):
@@ -286,6 +308,8 @@ def study(out_dir: Path, data: Mapping[str, Any], model: Mapping[str, Any], opti
                 summary[f"{p}/{arm}/{q}_sd"] = agg[f"{arm}/{q}_sd"][r]
         summary[f"{p}/winning_minus_dense"] = agg["winning/test_acc"][r] - agg["winning/test_acc"][0]
         summary[f"{p}/winning_minus_reinit"] = agg["winning/test_acc"][r] - agg["reinit/test_acc"][r]
+        summary[f"{p}/winning/val_acc_early"] = agg["winning/val_acc_early"][r]
+        summary[f"{p}/reinit/val_acc_early"] = agg["reinit/val_acc_early"][r]
         summary[f"{p}/early_stop_speedup"] = agg["winning/speedup"][r]
         summary[f"{p}/early_stop_speedup_sd"] = agg["winning/speedup_sd"][r]
         summary[f"{p}/reinit/early_stop_speedup"] = agg["reinit/speedup"][r]
@@ -295,8 +319,8 @@ def study(out_dir: Path, data: Mapping[str, Any], model: Mapping[str, Any], opti
 
 def plot_tickets(agg: Mapping[str, list], results: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Frankle & Carbin's Figs. 3-4 in one: test accuracy at early stop and the early-stopping iteration against
-    the fraction of weights remaining (winning tickets vs random re-initialization, mean +- sd over seeds), and
-    the test accuracy of some winning tickets during training (seed 0)."""
+    the fraction of weights remaining (winning tickets vs random re-initialization, mean with +- sd error bars and
+    band over seeds), and the validation accuracy of some winning tickets during training (the first seed)."""
     frac = 100 * np.asarray(agg["fraction"])
     fig, axes = subplots(3, 1, width=4.8, height=3.8)
     n = len(results)
@@ -306,10 +330,14 @@ def plot_tickets(agg: Mapping[str, list], results: list[dict[str, Any]], path: P
                                   ("reinit", "s--", "same mask, random reinit")):
             mu, sd = np.asarray(agg[f"{arm}/{q}"], dtype=float), np.nan_to_num(np.asarray(agg[f"{arm}/{q}_sd"], dtype=float))
             keep = np.isfinite(mu)
-            line, = ax.plot(frac[keep], mu[keep], style, ms=4, label=label)
+            line = ax.errorbar(frac[keep], mu[keep], yerr=sd[keep], fmt=style, ms=4, capsize=2, label=label).lines[0]
             ax.fill_between(frac[keep], (mu - sd)[keep], (mu + sd)[keep], color=line.get_color(), alpha=0.2)
         ax.axhline(agg[f"winning/{q}"][0], color="k", ls=":", lw=1, label="dense network")
         ax.set_xscale("log")
+        ticks = [t for t in (100, 50, 20, 10, 5, 2, 1) if frac.min() * 0.9 <= t <= 100]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FixedFormatter([f"{t:g}" for t in ticks]))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.invert_xaxis()
         ax.set_xlabel("weights remaining (%)")
         ax.set_ylabel(ylabel)
