@@ -270,6 +270,7 @@ def study(out_dir: Path, data: Mapping[str, Any], model: Mapping[str, Any], opti
         ``round<r>/winning_minus_dense``, ``round<r>/winning_minus_reinit`` and
         ``round<r>/winning/val_acc_early`` and ``round<r>/reinit/val_acc_early`` (validation accuracy at step
         ``early_step``, 20% of the budget; ``dense/val_acc_early`` for the dense network),
+        ``round<r>/val_acc_early_minus_dense`` (the ticket's minus the dense network's),
         ``round<r>/early_stop_speedup`` (per seed, the dense early-stop step over the ticket's; mean and ``_sd``)
         and ``round<r>/reinit/early_stop_speedup``;
         ``smallest_matching_fraction``; ``curves`` (every round's aggregates).
@@ -310,6 +311,7 @@ def study(out_dir: Path, data: Mapping[str, Any], model: Mapping[str, Any], opti
         summary[f"{p}/winning_minus_reinit"] = agg["winning/test_acc"][r] - agg["reinit/test_acc"][r]
         summary[f"{p}/winning/val_acc_early"] = agg["winning/val_acc_early"][r]
         summary[f"{p}/reinit/val_acc_early"] = agg["reinit/val_acc_early"][r]
+        summary[f"{p}/val_acc_early_minus_dense"] = agg["winning/val_acc_early"][r] - agg["winning/val_acc_early"][0]
         summary[f"{p}/early_stop_speedup"] = agg["winning/speedup"][r]
         summary[f"{p}/early_stop_speedup_sd"] = agg["winning/speedup_sd"][r]
         summary[f"{p}/reinit/early_stop_speedup"] = agg["reinit/speedup"][r]
