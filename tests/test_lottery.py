@@ -121,27 +121,27 @@ def test_lottery_study_aggregates_seeds_and_draws(tmp_path, one_thread):
 
 def test_lottery_study_combines_seeds_run_in_parallel_and_refuses_another_setup(tmp_path, one_thread):
     """Seeds trained by separate runs (``seed=s task.analysis.num_seeds=1``) are read by a combining run with
-    ``task.analysis.reuse``, not retrained; a run of another set-up is refused before anything is written."""
+    ``task.analysis.reuse``, not retrained (the first rounds of a longer run); a run of another set-up is refused
+    before anything is written."""
     from omegaconf import OmegaConf
 
-    from whylearn.studies.lottery import study
+    from whylearn.studies.lottery import run_seed, study
 
-    c = _cfg(6, 1)
-    first = tmp_path / "seed0_run"  # seed 0 alone, two rounds
-    s0 = study(first, c["data"], c["model"], c["optimizer"], 6, 3, 2, 0.5, 0.25, seed=0, num_seeds=1)
+    c = _cfg(6, 2)
+    first = tmp_path / "seed0_run"  # seed 0 alone, two rounds, as a one-seed run leaves it
+    run_seed({**c, "eval_every": 3}, 0, first / "runs" / "seed0")
     (first / ".hydra").mkdir()
-    OmegaConf.save({"task": {"analysis": {**c, "max_steps": 6, "eval_every": 3, "rounds": 2, "reinit": True}}},
-                   first / ".hydra" / "config.yaml")
-    # seeds 0 and 1, one round: seed 0's first round is read from the first run, seed 1 trained
-    both = study(tmp_path / "combined", c["data"], c["model"], c["optimizer"], 6, 3, 1, 0.5, 0.25, num_seeds=2, reuse=[first])
-    assert list(both["reused"]) == ["0"] and both["seeds"] == [0, 1] and len(both["curves"]["fraction"]) == 2
+    OmegaConf.save({"task": {"analysis": {**c, "eval_every": 3, "reinit": True}}}, first / ".hydra" / "config.yaml")
+    # one round over seed 0: read from the first run, cut to this run's rounds, nothing trained
+    both = study(tmp_path / "combined", c["data"], c["model"], c["optimizer"], 6, 3, 1, 0.5, 0.25, num_seeds=1, reuse=[first])
+    assert list(both["reused"]) == ["0"] and both["seeds"] == [0] and len(both["curves"]["fraction"]) == 2
     seed0 = json.loads((tmp_path / "combined" / "runs" / "seed0" / "summary.json").read_text())
     earlier = json.loads((first / "runs" / "seed0" / "summary.json").read_text())
     assert earlier["complete"] and len(earlier["rounds"]) == 3
     assert seed0["rounds"] == earlier["rounds"][:2]  # copied (cut to this run's rounds), not retrained
-    seed1 = json.loads((tmp_path / "combined" / "runs" / "seed1" / "summary.json").read_text())
-    dense = [seed0["rounds"][0]["winning"]["test_acc"], seed1["rounds"][0]["winning"]["test_acc"]]
-    assert dense[0] == s0["dense/test_acc"] and both["dense/test_acc"] == pytest.approx(sum(dense) / 2)
+    assert both["dense/test_acc"] == earlier["rounds"][0]["winning"]["test_acc"]
+    assert both["round1/winning_minus_reinit"] == pytest.approx(earlier["rounds"][1]["winning"]["test_acc"]
+                                                                - earlier["rounds"][1]["reinit"]["test_acc"])
     with pytest.raises(ValueError, match="ran max_steps=6, this run has max_steps=8"):
         study(tmp_path / "other", c["data"], c["model"], c["optimizer"], 8, 3, 1, 0.5, 0.25, num_seeds=2, reuse=[first])
     assert not (tmp_path / "other").exists()
