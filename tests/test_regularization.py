@@ -71,9 +71,10 @@ def test_study_aggregates_arms_and_seeds_and_report_rebuilds_it(shared_data, tmp
 @pytest.mark.slow
 def test_full_regularization(tmp_path, shared_data):
     """The experiment as configured (5 regularizer sets x true/random labels x 3 seeds, 1000 / 3000 steps; about
-    25 minutes of one idle core): the entries docs/experiments.md reports as passing pass. The one it reports as
-    failing, min_random_train_acc, is the random-label arms with random crops, which are not fitted in 300 epochs
-    (Zhang et al.'s random-label rows have no augmentation): they are still far above chance on the training set."""
+    10-15 minutes of one idle core, estimated from the CPU time of the measured runs): the entries
+    docs/experiments.md reports as passing pass. The one it reports as failing, min_random_train_acc, is the
+    random-label arms with random crops, not fitted in 300 epochs (Zhang et al.'s random-label rows have no
+    augmentation): they are still far above chance on the training set."""
     from whylearn.train import run
 
     s = run(compose(["experiment=regularization", f"paths.data_dir={shared_data}", "logger=csv"], tmp_path))

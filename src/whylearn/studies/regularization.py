@@ -6,10 +6,10 @@ reaches 89.05% test accuracy with random crops and weight decay, 89.31% with cro
 weight decay only and 85.75% with neither (100% training accuracy in all four); the MLP 1x512 50.39% with
 weight decay and 50.51% without, and it fits random labels (99.34% train, 10.61% test). Sec. 3: on
 ImageNet (Table 2) turning every regularizer off costs 18 points of top-1 accuracy (59.80% remains,
-chance is 0.1%), data augmentation alone gives 72.95%; "Inception and MLPs still fit perfectly the random
-training set with weight decay turned on", and InceptionV3 with dropout and weight decay fits random
-ImageNet labels "extremely well if not perfectly". Regularizers help a few points; none decides whether
-the network generalizes, and none stops it from memorizing noise.
+chance is 0.1%), data augmentation alone gives 72.95%; with weight decay on, Inception and the MLPs still fit
+random labels perfectly, and InceptionV3 with dropout and weight decay reaches 91.18% top-1 training accuracy
+on random ImageNet labels. Regularizers help a few points on CIFAR-10; none decides whether the network
+generalizes, and weight decay and dropout do not stop it from memorizing noise.
 
 :func:`run_seed` trains one network with one set of regularizers (weight decay, dropout, data
 augmentation: each on or off) on true or random labels for one seed and records training accuracy (eval
