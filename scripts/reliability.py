@@ -52,7 +52,7 @@ LM = ("experiment=shakespeare_char_cpu data.path=$W/text/input.txt data.cache_di
 TEXT = ("ROMEO: To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
         "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n") * 40
 ENTRIES = {"whylearn-train": "whylearn.train", "whylearn-eval": "whylearn.evaluate", "whylearn-sample": "whylearn.sample",
-           "whylearn-landscape": "whylearn.analysis.posthoc"}
+           "whylearn-landscape": "whylearn.cli.landscape"}
 CATEGORIES = {"C": "config", "D": "data", "N": "numerics", "K": "checkpoints", "S": "signals", "X": "kill -9",
               "P": "concurrency", "W": "W&B", "M": "sampling"}
 CODE = re.compile(r"^(raise |return |File \"|[~^]+$|Error executing job with overrides)|\bf[\"']")  # not messages

@@ -218,7 +218,7 @@ SCRIPT_SH = r"(\./)?scripts/[\w-]+\.sh$"
 ENTRY_POINTS = {"whylearn-train": "train", "whylearn-eval": "eval", "whylearn-analyze": "analyze",
                 "whylearn-sample": "sample", "whylearn-landscape": "landscape"}
 MODULES = {"whylearn.train": "train", "whylearn.evaluate": "eval", "whylearn.analyze": "analyze",
-           "whylearn.sample": "sample", "whylearn.analysis.posthoc": "landscape"}
+           "whylearn.sample": "sample", "whylearn.cli.landscape": "landscape"}
 
 
 def classify_argv(argv: list[str]) -> tuple[str, list[str]]:

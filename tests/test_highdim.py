@@ -228,7 +228,7 @@ def test_implied_exponent_of_newtonian_rollouts_is_kepler_three_halves():
 
 def test_forecaster_needs_many_observations_does_not_extrapolate_and_implies_a_rough_law():
     """Sample inefficiency, the extrapolation gap (Saturn, 2/3 of an orbit observed) and the implied exponent."""
-    from whylearn.analysis.kepler import train_forecaster
+    from whylearn.studies.kepler import train_forecaster
 
     torch.set_num_threads(1)
     planets = ["Mercury", "Venus", "Earth", "Mars", "Jupiter", "Saturn"]
@@ -250,8 +250,8 @@ def test_forecaster_needs_many_observations_does_not_extrapolate_and_implies_a_r
 
 
 def test_lstm_forecaster_shapes_and_errors():
-    from whylearn.analysis.kepler import build_forecaster
     from whylearn.models import LSTMForecaster
+    from whylearn.studies.kepler import build_forecaster
 
     net = LSTMForecaster(input_size=6, num_classes=2)
     x = torch.randn(5, 6)
@@ -278,7 +278,7 @@ def test_experiment_configs_compose(make_cfg, name):
 
 def test_kepler_sweep_seeds_follow_seed(make_cfg, tmp_path):
     """Issue 16: the Kepler sweeps ran the fixed seeds [0, 1] ([0] for the LSTM) whatever `seed` said."""
-    from whylearn.analysis.kepler import sample_efficiency
+    from whylearn.studies.kepler import sample_efficiency
 
     for name in ("kepler", "kepler_lstm"):
         cfg = make_cfg([f"experiment={name}", "seed=7"])

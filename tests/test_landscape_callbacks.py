@@ -45,7 +45,7 @@ def test_callbacks_in_a_run_and_posthoc_on_its_checkpoint(make_cfg, tmp_path):
     rows = [r for r in csv.DictReader(open(out / "csv" / "metrics.csv")) if r.get("sharpness/lambda_max")]
     assert [int(r["step"]) for r in rows] == [30]
 
-    from whylearn.analysis import posthoc
+    from whylearn.cli import landscape as posthoc
 
     ckpt = str(out / "checkpoints" / "last.ckpt")
     s = posthoc.run(["sharpness", ckpt, "--samples", "0", "--iters", "200", "--tol", "1e-6"])
@@ -67,7 +67,7 @@ def test_linear_regions_callback_and_posthoc(make_cfg, tmp_path):
     assert summary["regions/line_total"] >= 1 and summary["regions/plane_total"] >= 1
     assert 0 < summary["regions/patterns_train_fraction"] <= 1
     assert (out / "figures" / "regions_plane.png").is_file()
-    from whylearn.analysis import posthoc
+    from whylearn.cli import landscape as posthoc
 
     r = posthoc.run(["regions", str(out / "checkpoints" / "last.ckpt"), "--pairs", "3", "--resolution", "50"])
     assert r["regions/line_total"] == pytest.approx(summary["regions/line_total"])

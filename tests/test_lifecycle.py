@@ -229,7 +229,7 @@ def test_a_crafted_checkpoint_is_refused_naming_the_file_and_runs_nothing(lm_run
         "whylearn-train": ("whylearn.train", ["experiment=shakespeare_char_cpu", f"ckpt_path={crafted}",
                                               f"paths.root_dir={tmp_path}"]),
         "whylearn-sample": ("whylearn.sample", [str(crafted), "--max-new-tokens", "5"]),
-        "whylearn-landscape": ("whylearn.analysis.posthoc", ["sharpness", str(crafted), "--samples", "8"]),
+        "whylearn-landscape": ("whylearn.cli.landscape", ["sharpness", str(crafted), "--samples", "8"]),
     }[entry]
     res = cli(module, args, tmp_path)
     assert res.returncode != 0
@@ -488,7 +488,7 @@ def test_a_truncated_checkpoint_is_named_with_its_size(lm_run, tmp_path, entry):
         assert res.returncode == 1
         message = res.stderr
     else:  # the console scripts' functions
-        from whylearn.analysis.posthoc import main as landscape
+        from whylearn.cli.landscape import main as landscape
         from whylearn.sample import main as sample
 
         with pytest.raises(CheckpointError) as e:

@@ -42,6 +42,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from whylearn import fidelity  # noqa: E402
 from whylearn.analysis.plotting import save_figure  # noqa: E402
+from whylearn.analysis.stats import compare_groups, mean_ci
 
 MAIN_KEYS = ("params", "train/err", "val/err", "test/err", "train/loss", "test/loss", "steps", "status")
 
@@ -406,8 +407,6 @@ def stats_table(root: str | Path, metrics: list[str], by: list[str] | None = Non
     Raises:
         FileNotFoundError: no runs. ValueError: an unknown metric or key, confidence outside (0, 1).
     """
-    from whylearn.analysis.stats import mean_ci
-
     rows, swept = load_sweep(root)
     by = list(by) if by else group_keys(swept)
     known = {k for r in rows for k in r if not k.startswith("_")}
@@ -483,8 +482,6 @@ def compare(root: str | Path, metric: str, a: list[str], b: list[str], confidenc
     Raises:
         FileNotFoundError: no runs. ValueError: an unknown key or metric, a group with fewer than 2 runs.
     """
-    from whylearn.analysis.stats import compare_groups, mean_ci
-
     rows, _ = load_sweep(root)
     if not any(metric in r for r in rows):
         raise ValueError(f"{metric!r} is not in the runs; allowed: {_columns(rows)}")

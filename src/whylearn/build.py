@@ -15,6 +15,10 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from whylearn.identity import wandb_run_id
+from whylearn.jobs import lightning_cluster_plugins
+from whylearn.loggers import WandbRunLogger, wandb_identity
+
 log = logging.getLogger("whylearn")
 
 
@@ -162,6 +166,7 @@ def progress_kind(cfg: DictConfig) -> str:
 def build_callbacks(cfg: DictConfig) -> list:
     """The configured callbacks, then the progress display (:mod:`whylearn.callbacks.progress`): a rich or
     tqdm bar counting optimizer steps, or plain log lines; ``progress=none`` shows nothing."""
+    # start-up: the callbacks bring matplotlib and the instruments; whylearn-eval and whylearn-sample build none
     from whylearn.callbacks import LogLines, StepProgressBar, StepTQDMProgressBar
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
@@ -185,8 +190,6 @@ def build_loggers(cfg: DictConfig, run_dir: Path | None = None) -> list:
     """
     from lightning.pytorch.loggers import CSVLogger
 
-    from whylearn.identity import wandb_run_id
-    from whylearn.loggers import wandb_identity
 
     def make(c: DictConfig):
         if not str(c.get("_target_", "")).endswith("wandb_logger"):
@@ -212,9 +215,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     """The configured ``Trainer``, showing progress only through whylearn's step-counting bars
     (Lightning's own bar is off otherwise), with :class:`whylearn.callbacks.WandbRunSync` when a
     W&B logger is among ``loggers`` and :class:`whylearn.callbacks.WandbWatch` where it has ``watch`` set."""
-    from whylearn.callbacks import WandbRunSync, WandbWatch
-    from whylearn.jobs import lightning_cluster_plugins
-    from whylearn.loggers import WandbRunLogger
+    from whylearn.callbacks import WandbRunSync, WandbWatch  # start-up: see build_callbacks
 
     wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbRunLogger)]
     if wandb_loggers and not any(isinstance(c, WandbRunSync) for c in callbacks):

@@ -38,6 +38,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from whylearn import identity
+from whylearn.resume import plan_resume, planned_run_dir
+
 Auto = Literal["auto"]
 PROGRESS = ("auto", "rich", "tqdm", "lines", "none")
 # Lightning's accepted precision values (lightning.fabric.connector._PRECISION_INPUT)
@@ -321,15 +324,12 @@ class ValidateConfig(Callback):
         try:
             validate(config)
             if "trainer" in config:  # whylearn-train (whylearn-eval checks its checkpoint itself)
-                from whylearn.resume import plan_resume, planned_run_dir
 
                 plan_resume(config, planned_run_dir(config))
         except (ValueError, OSError, RuntimeError) as e:
             raise Refused(e) from e
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from whylearn import identity
-
         try:
             validate(config)
         except ConfigError as e:

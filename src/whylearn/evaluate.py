@@ -34,10 +34,11 @@ def evaluate(ckpt_path: str, split: str = "test", overrides: dict | None = None,
     """
     import lightning as L
 
+    # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
     from whylearn import build
 
     _quiet_third_parties()
-    from whylearn.checkpoints import load_checkpoint
+    from whylearn.checkpoints import load_checkpoint  # start-up: torch and Lightning, once the command line is parsed
     from whylearn.tasks.base import get_history
 
     if split not in SPLITS:

@@ -46,7 +46,10 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback, Checkpoint
 
+from whylearn.checkpoints import torch_load
 from whylearn.identity import run_id, slurm_job_key, wandb_run_id  # noqa: F401  (re-exported)
+from whylearn.loggers import take_pending
+from whylearn.tasks.loop import LightningInternals
 
 log = logging.getLogger("whylearn")
 
@@ -92,8 +95,6 @@ from whylearn.resume import (  # noqa: E402, F401  (re-exported)
 
 def checkpoint_step(path: str | Path) -> int:
     """The optimizer step (``global_step``) a checkpoint was saved at (read as weights only)."""
-    from whylearn.checkpoints import torch_load
-
     return int(torch_load(path).get("global_step", 0))
 
 
@@ -428,7 +429,6 @@ class GracefulStop(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._pending is not None or not self._should_stop(trainer):
             return
-        from whylearn.tasks.loop import LightningInternals
 
         internals = LightningInternals(trainer)
         if internals.epoch_ends_after_batch():
@@ -446,7 +446,6 @@ class GracefulStop(Callback):
         """After the epoch's end (called by :class:`_AfterEpochEnd`)."""
         if self._pending != "epoch_end" and not (self._pending is None and self._should_stop(trainer)):
             return
-        from whylearn.tasks.loop import LightningInternals
 
         internals = LightningInternals(trainer)
         if internals.fit_ends_after_epoch():
@@ -460,14 +459,11 @@ class GracefulStop(Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         if not self._saving:
             return
-        from whylearn.loggers import take_pending
 
         # the scalars of the last step that are not written yet: the resumed run writes them with the rest of
         # that step, as one row, as the uninterrupted run does (the task restores them when it loads)
         checkpoint["whylearn_pending"] = take_pending(pl_module)
         if self._marking_epoch_end:
-            from whylearn.tasks.loop import LightningInternals
-
             LightningInternals.mark_epoch_ended(checkpoint)
 
     def _stop(self, trainer, epoch_ended: bool = False) -> None:

@@ -184,6 +184,7 @@ def plan_resume(cfg: Any, run_dir: Path | str | None, rank: int | None = None) -
             raise FileNotFoundError(f"ckpt_path={value}: no such checkpoint file")
         if held and not path.resolve().is_relative_to(run_dir.resolve()):
             raise RunFolderInUse(f"ckpt_path={value} into {refuse}")
+    # start-up: torch only when a checkpoint is read (this runs in Hydra's process, before the job)
     from whylearn.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(path)

@@ -46,6 +46,7 @@ def load_model(path: str | Path, device: str = "cpu"):
     """(model in eval mode, tokenizer) rebuilt from a whylearn-train run of a language model."""
     from omegaconf import OmegaConf
 
+    # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
     from whylearn import build
     from whylearn.checkpoints import load_checkpoint
 

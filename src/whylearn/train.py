@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from whylearn import reference  # light: the heavy modules (build, Lightning) are imported when a run starts
+from whylearn.config import validate
 
 log = logging.getLogger("whylearn")
 
@@ -62,13 +63,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     writes config.yaml only once Lightning restored the checkpoint, and a resume that fails before
     that leaves the run's summary.json, config.yaml, figures and CSV untouched.
     """
-    from whylearn.config import validate
-
     validate(cfg)
     refs = reference.from_config(cfg)  # a malformed reference block fails here, before anything is written
     _quiet_third_parties()
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+    # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
     from whylearn import build, jobs
 
     out = build.run_dir(cfg)
@@ -88,6 +88,7 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
     import lightning as L
     import torch
 
+    # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
     from whylearn import build, jobs
     from whylearn.analysis.figures import plot_run
     from whylearn.loggers import finish_wandb, log_config, log_images, log_members
@@ -215,7 +216,7 @@ def _account(trainer, record, plan) -> dict[str, Any]:
 
 
 def _final_weight_norms(trainer, task) -> dict[str, float]:
-    from whylearn.callbacks import WeightNorms
+    from whylearn.callbacks import WeightNorms  # start-up: see run()
 
     meter = next((cb for cb in trainer.callbacks if isinstance(cb, WeightNorms)), None) or WeightNorms(per_layer=False)
     m = meter.measure(task)
@@ -246,6 +247,7 @@ def _report(cfg: DictConfig, out: Path, summary: dict, loggers: list) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
     from whylearn import build, sweeps
 
     try:

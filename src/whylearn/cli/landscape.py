@@ -1,9 +1,9 @@
 """Post-hoc landscape instruments on checkpoints of whylearn runs.
 
-    python -m whylearn.analysis.posthoc interpolate RUN_A/checkpoints/last.ckpt RUN_B/checkpoints/last.ckpt
-    python -m whylearn.analysis.posthoc slice RUN/checkpoints/last.ckpt --grid 21 --span -1 1 -1 1
-    python -m whylearn.analysis.posthoc sharpness RUN/checkpoints/last.ckpt --k 3 --trace 32
-    python -m whylearn.analysis.posthoc regions RUN/checkpoints/last.ckpt --pairs 20 --resolution 300
+    python -m whylearn.cli.landscape interpolate RUN_A/checkpoints/last.ckpt RUN_B/checkpoints/last.ckpt
+    python -m whylearn.cli.landscape slice RUN/checkpoints/last.ckpt --grid 21 --span -1 1 -1 1
+    python -m whylearn.cli.landscape sharpness RUN/checkpoints/last.ckpt --k 3 --trace 32
+    python -m whylearn.cli.landscape regions RUN/checkpoints/last.ckpt --pairs 20 --resolution 300
 
 A checkpoint is read together with the run's ``config.yaml`` (two folders up: ``RUN/config.yaml``), which
 rebuilds the same data (same seeds, subsets and splits) and the same model. Figures and a JSON file go
@@ -22,6 +22,8 @@ import numpy as np
 from whylearn.analysis import hessian as H
 from whylearn.analysis import landscape as LS
 from whylearn.analysis import regions as R
+from whylearn.analysis.losses import classification_loss
+from whylearn.checkpoints import load_checkpoint
 
 
 class LoadedRun:
@@ -30,7 +32,7 @@ class LoadedRun:
     def __init__(self, ckpt: str | Path) -> None:
         from omegaconf import OmegaConf
 
-        from whylearn import build
+        from whylearn import build  # start-up: Lightning, not needed for --help
 
         self.ckpt = Path(ckpt)
         if not self.ckpt.is_file():
@@ -40,7 +42,6 @@ class LoadedRun:
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{cfg_path} not found: a whylearn checkpoint lives in RUN/checkpoints/ "
                                     f"next to RUN/config.yaml")
-        from whylearn.checkpoints import load_checkpoint
 
         state = load_checkpoint(self.ckpt)["state_dict"]  # weights only; a clear error naming the file
         self.cfg = OmegaConf.load(cfg_path)
@@ -50,12 +51,11 @@ class LoadedRun:
         self.model.load_state_dict(weights)
         self.model.eval()
         loss_name = self.cfg.task.get("loss", "cross_entropy")
-        from whylearn.tasks.classification import classification_loss
 
         self.loss_fn = lambda out, y: classification_loss(loss_name, out, y)
 
     def data(self, splits, num_samples: int | None, seed: int = 0) -> dict:
-        from whylearn.callbacks.sharpness import fixed_subset
+        from whylearn.callbacks.sharpness import fixed_subset  # start-up: Lightning, not needed for --help
 
         return {s: fixed_subset(getattr(self.dm, s), num_samples, seed) for s in splits}
 
@@ -133,7 +133,7 @@ def cmd_regions(args) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m whylearn.analysis.posthoc", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m whylearn.cli.landscape", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 
 from whylearn.analysis.plotting import save_figure, subplots
+from whylearn.data.kepler import KeplerDataModule
+from whylearn.models import MLP, LSTMForecaster
+from whylearn.tasks.forecasting import ForecastTask
 
 log = logging.getLogger("whylearn")
 
@@ -34,8 +37,6 @@ MODELS = ("mlp", "lstm")
 
 def build_forecaster(model: str, window: int, hidden: Sequence[int]):
     """``mlp``: MLP (2 * window) -> hidden... -> 2 with GELU; ``lstm``: an LSTM of width hidden[0] over the window."""
-    from whylearn.models import MLP, LSTMForecaster
-
     if model == "mlp":
         return MLP(input_size=2 * window, num_classes=2, hidden=list(hidden), activation="gelu")
     if model == "lstm":
@@ -49,8 +50,6 @@ def train_forecaster(num_train: int, seed: int, data: dict, hidden: Sequence[int
     import lightning as L
     import torch
 
-    from whylearn.data.kepler import KeplerDataModule
-    from whylearn.tasks.forecasting import ForecastTask
 
     L.seed_everything(seed, verbose=False)
     dm = KeplerDataModule(num_train=num_train, seed=seed, **data)
@@ -84,8 +83,6 @@ def sample_efficiency(out_dir: Path, num_train: Sequence[int] = (30, 100, 300, 1
         ValueError: an unknown ``model`` or ``num_seeds`` < 1.
     """
     import torch
-
-    from whylearn.data.kepler import KeplerDataModule
 
     if model not in MODELS:
         raise ValueError(f"unknown forecaster {model!r}; allowed: {list(MODELS)}")
