@@ -49,7 +49,7 @@ def evaluate_run(path: str) -> dict:
 
     from whylearn import build
     from whylearn.checkpoints import load_checkpoint
-    from whylearn.sample import find_checkpoint
+    from whylearn.cli.sample import find_checkpoint
 
     ckpt, run = find_checkpoint(path)
     cfg = OmegaConf.load(run / "config.yaml")

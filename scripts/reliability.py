@@ -51,7 +51,7 @@ LM = ("experiment=shakespeare_char_cpu data.path=$W/text/input.txt data.cache_di
       "threads=1")
 TEXT = ("ROMEO: To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
         "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n") * 40
-ENTRIES = {"whylearn-train": "whylearn.train", "whylearn-eval": "whylearn.evaluate", "whylearn-sample": "whylearn.sample",
+ENTRIES = {"whylearn-train": "whylearn.cli.train", "whylearn-eval": "whylearn.cli.eval", "whylearn-sample": "whylearn.cli.sample",
            "whylearn-landscape": "whylearn.cli.landscape"}
 CATEGORIES = {"C": "config", "D": "data", "N": "numerics", "K": "checkpoints", "S": "signals", "X": "kill -9",
               "P": "concurrency", "W": "W&B", "M": "sampling"}
@@ -355,7 +355,7 @@ def simultaneous_runner(ctx, case_dir, case) -> Result:
     starter.write_text(
         "import datetime as dt, sys, time\nimport whylearn.identity as identity\n"
         "class SameSecond(dt.datetime):\n    @classmethod\n    def now(cls, tz=None):\n        return cls(2026, 1, 1, 12, 0, 0)\n"
-        "identity.datetime = SameSecond\nfrom whylearn.train import main\n"
+        "identity.datetime = SameSecond\nfrom whylearn.cli.train import main\n"
         "start = float(sys.argv[1]); sys.argv = ['whylearn-train'] + sys.argv[2:]\n"
         "time.sleep(max(0.0, start - time.time()))\nmain()\n")
     start = time.time() + 15

@@ -1,6 +1,6 @@
 """Same behaviour before and after a refactor: run four experiments with fixed seeds, compare their summary.json.
 
-    python scripts/same_behaviour.py run  OUT_DIR [--data-dir ../shared/data] [--entry whylearn.train:main]
+    python scripts/same_behaviour.py run  OUT_DIR [--data-dir ../shared/data] [--entry whylearn.cli.train:main]
     python scripts/same_behaviour.py compare BEFORE_DIR AFTER_DIR                # exit 1 on any difference
 
 The runs (``logger=csv threads=1``, each experiment's own fixed seed): ``mnist1d_mlp`` (200 steps),

@@ -27,7 +27,7 @@ def _early_stopping_state(run_dir: Path) -> dict:
 
 
 def test_early_stopping_stops_when_val_loss_stops_improving(tmp_path):
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     # lr 0: the weights never move, val/loss is the same at every validation: the first check sets the
     # best score, the next two do not improve on it, and with patience 2 training stops after epoch 2
@@ -42,7 +42,7 @@ def test_early_stopping_stops_when_val_loss_stops_improving(tmp_path):
 
 @pytest.mark.parametrize("every", [1, 2])  # Lightning checks at the train epoch's end (1) or the validation's end (2)
 def test_early_stopping_sees_each_validations_val_loss(tmp_path, every):
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     cfg = compose(SMALL + ["callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=100",
                            "optimizer.lr=0.3", "trainer.max_epochs=12", f"trainer.check_val_every_n_epoch={every}"],
@@ -68,7 +68,7 @@ def options_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     tmp = tmp_path_factory.mktemp("options")
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     env.update(PYTHONPATH=str(ROOT / "src"), WANDB_MODE="offline")
-    res = subprocess.run([sys.executable, "-m", "whylearn.train", *SMALL, "trainer.max_epochs=3",
+    res = subprocess.run([sys.executable, "-m", "whylearn.cli.train", *SMALL, "trainer.max_epochs=3",
                           "callbacks=[default,model_summary]", "debug=profiler",
                           "hydra/job_logging=colorlog", "hydra/hydra_logging=colorlog"],
                          capture_output=True, text=True, cwd=tmp, env=env, timeout=600)
@@ -94,7 +94,7 @@ def test_debug_profiler_writes_its_report_into_the_run_folder(options_run):
 
 
 def test_debug_profiler_takes_the_advanced_profiler(tmp_path):
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     cfg = compose(SMALL + ["trainer.max_epochs=2", "debug=profiler",
                            "trainer.profiler._target_=lightning.pytorch.profilers.AdvancedProfiler"], tmp_path)

@@ -35,13 +35,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("data", "models"),
     ("analysis",),
     ("tasks", "callbacks"),
-    ("studies", "fidelity"),
+    ("studies",),
     ("checkpoints", "identity", "sweeps"),
     ("resume",),
     ("jobs",),
     ("build", "config"),
-    ("train", "sample", "analyze", "cli"),
-    ("evaluate",),
+    ("cli",),
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 

@@ -64,7 +64,7 @@ def finished(tmp_path_factory):
     """A completed tiny run made through the CLI (so its folder has .hydra/ too)."""
     root = tmp_path_factory.mktemp("finished")
     run_dir = root / "run"
-    res = cli("whylearn.train", TINY + [f"paths.root_dir={root}", f"hydra.run.dir={run_dir}"], root)
+    res = cli("whylearn.cli.train", TINY + [f"paths.root_dir={root}", f"hydra.run.dir={run_dir}"], root)
     assert res.returncode == 0, res.stderr[-3000:]
     return run_dir
 
@@ -83,7 +83,7 @@ def test_simultaneous_starts_get_distinct_folders_and_complete_logs(tmp_path):
         "    def now(cls, tz=None):\n"
         "        return cls(2026, 1, 1, 12, 0, 0)\n"
         "identity.datetime = SameSecond\n"
-        "from whylearn.train import main\n"
+        "from whylearn.cli.train import main\n"
         "start = float(sys.argv[1]); sys.argv = ['whylearn-train'] + sys.argv[2:]\n"
         "time.sleep(max(0.0, start - time.time()))\n"
         "main()\n")
@@ -144,11 +144,11 @@ def test_new_run_dir_gives_each_of_many_simultaneous_processes_its_own_folder(tm
 
 
 def test_an_existing_run_folder_is_reused_only_when_asked(finished, tmp_path):
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     before = tree(finished)
     # the CLI without ckpt_path: refused before Hydra writes anything (.hydra/ included)
-    res = cli("whylearn.train", TINY + [f"paths.root_dir={tmp_path}", f"hydra.run.dir={finished}"], tmp_path)
+    res = cli("whylearn.cli.train", TINY + [f"paths.root_dir={tmp_path}", f"hydra.run.dir={finished}"], tmp_path)
     assert res.returncode == 1
     assert f"RunFolderInUse: the run folder {finished} already holds a run" in res.stderr
     assert f"ckpt_path=last hydra.run.dir={finished}" in res.stderr  # how to continue it
@@ -194,7 +194,7 @@ TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the 
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
     """A tiny character-level language-model run (whylearn-sample needs one) from a generated text."""
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     tmp = tmp_path_factory.mktemp("lm")
     (tmp / "input.txt").write_text(TEXT)
@@ -225,10 +225,10 @@ def test_a_crafted_checkpoint_is_refused_naming_the_file_and_runs_nothing(lm_run
     assert marker.is_file()
     marker.unlink()
     module, args = {
-        "whylearn-eval": ("whylearn.evaluate", [f"ckpt_path={crafted}", f"paths.root_dir={tmp_path}"]),
-        "whylearn-train": ("whylearn.train", ["experiment=shakespeare_char_cpu", f"ckpt_path={crafted}",
+        "whylearn-eval": ("whylearn.cli.eval", [f"ckpt_path={crafted}", f"paths.root_dir={tmp_path}"]),
+        "whylearn-train": ("whylearn.cli.train", ["experiment=shakespeare_char_cpu", f"ckpt_path={crafted}",
                                               f"paths.root_dir={tmp_path}"]),
-        "whylearn-sample": ("whylearn.sample", [str(crafted), "--max-new-tokens", "5"]),
+        "whylearn-sample": ("whylearn.cli.sample", [str(crafted), "--max-new-tokens", "5"]),
         "whylearn-landscape": ("whylearn.cli.landscape", ["sharpness", str(crafted), "--samples", "8"]),
     }[entry]
     res = cli(module, args, tmp_path)
@@ -249,7 +249,7 @@ def test_whylearns_checkpoints_and_lightnings_content_load_as_weights_only(tmp_p
     from torch.utils.data import DataLoader, TensorDataset
 
     from whylearn.checkpoints import torch_load
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     # every kind of task whylearn trains: classification, a classic learning rule (no optimizer), a forecaster,
     # a transformer on modular arithmetic; each checkpoint needs no global beyond torch's defaults
@@ -296,14 +296,14 @@ def test_whylearns_checkpoints_and_lightnings_content_load_as_weights_only(tmp_p
 def test_a_refused_or_failed_resume_leaves_the_run_untouched(finished, tmp_path):
     before = tree(finished)
     # a different model size: refused by name before anything is written (config.yaml, summary.json, .hydra/ ...)
-    res = cli("whylearn.train", TINY + [f"paths.root_dir={tmp_path}", f"hydra.run.dir={finished}", "ckpt_path=last",
+    res = cli("whylearn.cli.train", TINY + [f"paths.root_dir={tmp_path}", f"hydra.run.dir={finished}", "ckpt_path=last",
                                         "model.hidden=[64,64]"], tmp_path)
     assert res.returncode == 1
     assert "ResumeRefused: cannot resume from" in res.stderr
     assert "model.hidden: [256, 256] in the checkpoint, [64, 64] now" in res.stderr
     assert tree(finished) == before
     # in Python: the same refusal (the truncated checkpoint: test_a_truncated_checkpoint_is_named_with_its_size)
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     cfg = compose(TINY + ["ckpt_path=last", "model.hidden=[64,64]"], tmp_path)
     cfg.paths.output_dir = str(finished)
@@ -335,7 +335,7 @@ def test_kill_9_loses_no_row_before_the_last_checkpoint_and_the_resume_accounts_
     run_dir = tmp_path / "run"
     args = RESUMABLE + [f"paths.root_dir={tmp_path}", f"hydra.run.dir={run_dir}"]
     # SIGKILL at step 27 (epoch 1 of 3, 18 steps an epoch; the last checkpoint was at the end of epoch 0)
-    res = cli("whylearn.train", args + ["+callbacks.fault._target_=whylearn.jobs.SignalAtStep", "+callbacks.fault.step=27",
+    res = cli("whylearn.cli.train", args + ["+callbacks.fault._target_=whylearn.jobs.SignalAtStep", "+callbacks.fault.step=27",
                                         "+callbacks.fault.signal_name=SIGKILL"], tmp_path)
     assert res.returncode == -signal.SIGKILL
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
@@ -346,7 +346,7 @@ def test_kill_9_loses_no_row_before_the_last_checkpoint_and_the_resume_accounts_
     assert clock["fit_time_s"] > 0 and clock["segments"] == [
         {"start_step": 0, "end_step": 18, "fit_time_s": round(clock["fit_time_s"], 3)}]
 
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     cfg = compose(RESUMABLE + ["ckpt_path=last"], tmp_path)
     cfg.paths.output_dir = str(run_dir)
@@ -368,7 +368,7 @@ def test_kill_9_loses_no_row_before_the_last_checkpoint_and_the_resume_accounts_
 def test_a_resume_applies_a_new_optimizer_setting_to_the_restored_optimizer_and_records_it(tmp_path):
     from omegaconf import OmegaConf
 
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     def make(extra, sub):
         cfg = compose(RESUMABLE + extra, tmp_path)
@@ -396,7 +396,7 @@ def test_a_resume_applies_a_new_optimizer_setting_to_the_restored_optimizer_and_
 
 
 def test_a_resume_refuses_what_a_run_in_progress_cannot_take_naming_each_value(tmp_path):
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     def make(extra):
         cfg = compose(RESUMABLE + ["trainer.max_epochs=1"] + extra, tmp_path)
@@ -442,8 +442,8 @@ def test_a_bad_value_names_key_value_and_what_is_allowed_before_anything_is_writ
     """In-process through Hydra's entry point (the console script's path), then the config check itself."""
     from hydra.core.global_hydra import GlobalHydra
 
+    from whylearn.cli.train import main
     from whylearn.config import ConfigError, Refused, validate
-    from whylearn.train import main
 
     argv = sys.argv
     sys.argv = ["whylearn-train", "experiment=mnist1d_mlp", override, f"paths.root_dir={tmp_path}", "logger=default"]
@@ -463,7 +463,7 @@ def test_a_bad_value_names_key_value_and_what_is_allowed_before_anything_is_writ
 
 
 def test_a_bad_value_through_the_console_script_exits_1_with_one_clear_message(tmp_path):
-    res = cli("whylearn.train", ["experiment=mnist1d_mlp", "trainer.max_epochs=abc", f"paths.root_dir={tmp_path}"], tmp_path)
+    res = cli("whylearn.cli.train", ["experiment=mnist1d_mlp", "trainer.max_epochs=abc", f"paths.root_dir={tmp_path}"], tmp_path)
     assert res.returncode == 1
     assert res.stderr.strip().splitlines()[0] == "ConfigError: invalid config value:"
     assert res.stderr.strip().splitlines()[-1] == "(refused before anything was written)"
@@ -482,14 +482,14 @@ def test_a_truncated_checkpoint_is_named_with_its_size(lm_run, tmp_path, entry):
     last.write_bytes(last.read_bytes()[:5000])
     before = tree(copy)
     if entry == "ckpt_path=last":  # through Hydra and the resume check, in its own process
-        res = cli("whylearn.train", ["experiment=shakespeare_char_cpu", f"data.path={cfg.data.path}",
+        res = cli("whylearn.cli.train", ["experiment=shakespeare_char_cpu", f"data.path={cfg.data.path}",
                                      f"data.cache_dir={cfg.data.cache_dir}", "ckpt_path=last", f"hydra.run.dir={copy}",
                                      f"paths.root_dir={tmp_path}"], tmp_path)
         assert res.returncode == 1
         message = res.stderr
     else:  # the console scripts' functions
         from whylearn.cli.landscape import main as landscape
-        from whylearn.sample import main as sample
+        from whylearn.cli.sample import main as sample
 
         with pytest.raises(CheckpointError) as e:
             if entry == "whylearn-sample":
@@ -515,7 +515,7 @@ def test_an_empty_or_foreign_file_is_named(tmp_path):
 # -- item 2: multirun job folders ---------------------------------------------------------------------
 
 def test_multirun_job_folders_and_summaries_name_their_overrides(tmp_path):
-    res = cli("whylearn.train", ["-m", "experiment=mnist1d_mlp", "model.hidden=[8],[16,16]", "data.num_samples=600",
+    res = cli("whylearn.cli.train", ["-m", "experiment=mnist1d_mlp", "model.hidden=[8],[16,16]", "data.num_samples=600",
                                  "trainer.max_epochs=1", "logger=csv", "threads=1"], tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     sweep = next((tmp_path / "outputs" / "mnist1d_mlp" / "multiruns").iterdir())

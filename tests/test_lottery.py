@@ -117,7 +117,7 @@ def test_lottery_study_aggregates_seeds_and_draws(tmp_path, one_thread):
 def test_full_lottery_mnist1d(tmp_path):
     """The MNIST-1D experiment as measured in docs/experiments.md (7 rounds to 22.8% of the weights, 1000 steps
     per training, 3 seeds; about 25 minutes on one busy core): every reference entry passes."""
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     s = run(compose(["experiment=lottery_mnist1d", "logger=csv", "task.analysis.rounds=7", "task.analysis.max_steps=1000",
                      "task.analysis.eval_every=100", "task.analysis.report_rounds=[3,5,7]"], tmp_path))
@@ -130,7 +130,7 @@ def test_full_lottery_mnist1d(tmp_path):
 def test_full_lottery_lenet_300_100(tmp_path, shared_data):
     """Frankle & Carbin's LeNet-300-100 on MNIST, reduced as in docs/experiments.md (7 rounds to 21.1% of the
     weights, 600 iterations per training, one seed): the winning ticket at 21.1% beats its random re-initialization."""
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     s = run(compose(["experiment=lottery_mnist", f"paths.data_dir={shared_data}", "logger=csv", "task.analysis.rounds=7",
                      "task.analysis.max_steps=600", "task.analysis.eval_every=150", "task.analysis.report_rounds=[3,5,7]",

@@ -49,7 +49,7 @@ def reference_training(steps: int, seed: int = 42):
 
 def test_mnist1d_mlp_trains_exactly_as_the_mnist1d_reference_code(make_cfg, tmp_path):
     from whylearn.checkpoints import load_checkpoint
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     steps = 400
     cfg = make_cfg(["experiment=mnist1d_mlp", f"trainer.max_steps={steps}", "logger=csv"])
@@ -70,7 +70,7 @@ def test_mnist1d_mlp_trains_exactly_as_the_mnist1d_reference_code(make_cfg, tmp_
 @pytest.mark.slow
 def test_mnist1d_mlp_reaches_the_published_mlp_baseline_over_three_seeds(make_cfg):
     """Greydanus 2020 (README): MLP 68%; the default experiment's mean over 3 seeds is within 2 points."""
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     accs = []
     for seed in (42, 0, 1):

@@ -15,7 +15,7 @@ def lm_run(tmp_path_factory):
     from omegaconf import open_dict
 
     from conftest import compose
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     tmp = tmp_path_factory.mktemp("lm")
     (tmp / "input.txt").write_text(TEXT, encoding="utf-8")
@@ -33,14 +33,14 @@ def lm_run(tmp_path_factory):
 
 
 def _sample(capsys, args: list[str]) -> str:
-    from whylearn.sample import main
+    from whylearn.cli.sample import main
 
     main(args)
     return capsys.readouterr().out
 
 
 def _refused(capsys, args: list[str]) -> str:
-    from whylearn.sample import main
+    from whylearn.cli.sample import main
 
     with pytest.raises(SystemExit) as e:
         main(args)

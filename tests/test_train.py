@@ -19,7 +19,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from conftest import ROOT, compose
 from whylearn import build
 from whylearn.checkpoints import CheckpointError, load_checkpoint
-from whylearn.train import SUMMARY_KEYS, run
+from whylearn.cli.train import SUMMARY_KEYS, run
 
 # the default experiment's data and model, trained briefly by shuffled SGD with a validation split
 SMALL = ["experiment=mnist1d_mlp", "data.num_samples=1500", "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=1",
@@ -214,7 +214,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 
 def test_corrupt_checkpoint_is_refused_with_its_path_and_nothing_is_lost(small_run, tmp_path):
-    from whylearn.evaluate import evaluate
+    from whylearn.cli.eval import evaluate
 
     _, _, out = small_run
     good = (out / "checkpoints" / "last.ckpt").read_bytes()
@@ -232,7 +232,7 @@ def test_corrupt_checkpoint_is_refused_with_its_path_and_nothing_is_lost(small_r
 
 
 def test_eval_reproduces_the_runs_test_metrics(small_run):
-    from whylearn.evaluate import evaluate
+    from whylearn.cli.eval import evaluate
 
     _, summary, out = small_run
     res = evaluate(str(out / "checkpoints" / "last.ckpt"), "both")
@@ -325,7 +325,7 @@ def test_background_writer_writes_in_bursts_and_on_its_own():
 
 
 def test_cli_trains_and_reports_where_everything_is(tmp_path):
-    cmd = [sys.executable, "-m", "whylearn.train", "experiment=mnist1d_mlp", "trainer.max_epochs=2",
+    cmd = [sys.executable, "-m", "whylearn.cli.train", "experiment=mnist1d_mlp", "trainer.max_epochs=2",
            "data.num_samples=1000", f"paths.root_dir={tmp_path}", "logger=csv"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")})

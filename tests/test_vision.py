@@ -371,7 +371,7 @@ def test_mlp_memorizes_random_labels_on_mnist_but_not_generalizes(shared_data):
 def test_analyze_sweep_tables_threshold_and_figure(tmp_path):
     import json
 
-    from whylearn.analyze import main, sweep
+    from whylearn.cli.analyze import main, sweep
 
     # a fake multirun: train error reaches 0 at width 40 and stays there; test error peaks there
     widths = [8, 16, 24, 40, 64, 128]

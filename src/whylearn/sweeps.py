@@ -1,7 +1,7 @@
 """Sweeps: a failing job does not take the others down, and the multirun ends with a report.
 
 In a multirun (``-m``: the basic sweeper's grids, the joblib or submitit launchers, the Optuna
-sweeper), :func:`whylearn.train.main` catches an ordinary exception of a job, makes sure the job's
+sweeper), :func:`whylearn.cli.train.main` catches an ordinary exception of a job, makes sure the job's
 folder holds a ``summary.json`` with ``status: failed`` and the error, and returns None (the
 Optuna sweeper then tells the study the trial failed, within ``max_failure_rate``; a NaN would not
 do: optuna 2.10 refuses it and the sweeper crashes). The other jobs run on and keep their

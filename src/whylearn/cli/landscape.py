@@ -1,9 +1,9 @@
 """Post-hoc landscape instruments on checkpoints of whylearn runs.
 
-    python -m whylearn.cli.landscape interpolate RUN_A/checkpoints/last.ckpt RUN_B/checkpoints/last.ckpt
-    python -m whylearn.cli.landscape slice RUN/checkpoints/last.ckpt --grid 21 --span -1 1 -1 1
-    python -m whylearn.cli.landscape sharpness RUN/checkpoints/last.ckpt --k 3 --trace 32
-    python -m whylearn.cli.landscape regions RUN/checkpoints/last.ckpt --pairs 20 --resolution 300
+    whylearn-landscape interpolate RUN_A/checkpoints/last.ckpt RUN_B/checkpoints/last.ckpt
+    whylearn-landscape slice RUN/checkpoints/last.ckpt --grid 21 --span -1 1 -1 1
+    whylearn-landscape sharpness RUN/checkpoints/last.ckpt --k 3 --trace 32
+    whylearn-landscape regions RUN/checkpoints/last.ckpt --pairs 20 --resolution 300
 
 A checkpoint is read together with the run's ``config.yaml`` (two folders up: ``RUN/config.yaml``), which
 rebuilds the same data (same seeds, subsets and splits) and the same model. Figures and a JSON file go
@@ -133,7 +133,7 @@ def cmd_regions(args) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m whylearn.cli.landscape", description=__doc__,
+    p = argparse.ArgumentParser(prog="whylearn-landscape", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 

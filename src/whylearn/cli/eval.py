@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from whylearn.train import CONFIG_DIR, _quiet_third_parties
+from whylearn.cli.train import CONFIG_DIR, _quiet_third_parties
 
 log = logging.getLogger("whylearn")
 

@@ -177,7 +177,7 @@ def experiment_blocks(conf_dir: str | Path | None = None) -> dict[str, Any]:
     following a ``defaults`` parent when the experiment declares no block of its own."""
     from omegaconf import OmegaConf
 
-    conf_dir = Path(conf_dir) if conf_dir is not None else Path(__file__).parent / "conf" / "experiment"
+    conf_dir = Path(conf_dir) if conf_dir is not None else Path(__file__).parents[1] / "conf" / "experiment"
     raw = {p.stem: OmegaConf.load(p) for p in sorted(conf_dir.glob("*.yaml"))}
 
     def block_of(name: str, depth: int = 0) -> Any:

@@ -2,7 +2,7 @@
 
     whylearn-analyze sweep outputs/double_descent_mnist1d_cpu/multiruns/<date> --x params
     whylearn-analyze sweep outputs/random_labels/multiruns/<date> --curve train/loss --x data.corruption
-    whylearn-analyze fidelity outputs          (published beside measured over every run: whylearn.fidelity)
+    whylearn-analyze fidelity outputs          (published beside measured over every run: whylearn.studies.fidelity)
 
 ``sweep`` reads every job's ``summary.json`` (and the overrides Hydra recorded in
 ``.hydra/overrides.yaml``) into one table, ``sweep.csv`` and ``sweep.md``; a vectorized ensemble
@@ -40,9 +40,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from whylearn import fidelity  # noqa: E402
 from whylearn.analysis.plotting import save_figure  # noqa: E402
 from whylearn.analysis.stats import compare_groups, mean_ci
+from whylearn.studies import fidelity  # noqa: E402
 
 MAIN_KEYS = ("params", "train/err", "val/err", "test/err", "train/loss", "test/loss", "steps", "status")
 
