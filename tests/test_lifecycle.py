@@ -24,8 +24,8 @@ import pytest
 import torch
 
 from conftest import ROOT, compose
-from whylearn import jobs
-from whylearn.checkpoints import CheckpointError, load_checkpoint
+from whylearn.runs import preemption, resume
+from whylearn.runs.checkpoints import CheckpointError, load_checkpoint
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 # 600 MNIST-1D samples: 432 training examples, batch 100 -> 5 steps an epoch
@@ -77,7 +77,7 @@ def test_simultaneous_starts_get_distinct_folders_and_complete_logs(tmp_path):
     starter = tmp_path / "start_together.py"
     starter.write_text(
         "import datetime as dt, sys, time\n"
-        "import whylearn.identity as identity\n"
+        "import whylearn.runs.identity as identity\n"
         "class SameSecond(dt.datetime):\n"
         "    @classmethod\n"
         "    def now(cls, tz=None):\n"
@@ -105,7 +105,7 @@ def test_simultaneous_starts_get_distinct_folders_and_complete_logs(tmp_path):
 def _make_dir_at_once(parent, barrier, queue):
     import datetime as dt
 
-    import whylearn.identity as identity
+    import whylearn.runs.identity as identity
 
     class SameSecond(dt.datetime):
         @classmethod
@@ -120,7 +120,7 @@ def _make_dir_at_once(parent, barrier, queue):
 def test_new_run_dir_gives_each_of_many_simultaneous_processes_its_own_folder(tmp_path, monkeypatch):
     import multiprocessing as mp
 
-    from whylearn.identity import new_run_dir
+    from whylearn.runs.identity import new_run_dir
 
     for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(var, raising=False)
@@ -156,7 +156,7 @@ def test_an_existing_run_folder_is_reused_only_when_asked(finished, tmp_path):
     for extra in ([], ["ckpt_path=fresh"]):
         cfg = compose(TINY + extra, tmp_path)
         cfg.paths.output_dir = str(finished)
-        with pytest.raises(jobs.RunFolderInUse, match="status completed, step 10"):
+        with pytest.raises(resume.RunFolderInUse, match="status completed, step 10"):
             run(cfg)
     assert tree(finished) == before
     # another process holding the folder (a run in progress) keeps it, even with ckpt_path=last
@@ -167,7 +167,7 @@ def test_an_existing_run_folder_is_reused_only_when_asked(finished, tmp_path):
         assert holder.stdout.readline().strip() == "held"
         cfg = compose(TINY + ["ckpt_path=last"], tmp_path)
         cfg.paths.output_dir = str(finished)
-        with pytest.raises(jobs.RunFolderInUse, match="in use by another whylearn process"):
+        with pytest.raises(resume.RunFolderInUse, match="in use by another whylearn process"):
             run(cfg)
     finally:
         holder.kill()
@@ -236,7 +236,7 @@ def test_a_crafted_checkpoint_is_refused_naming_the_file_and_runs_nothing(lm_run
     assert f"refused to load {crafted}: it holds a Python object of type io.open" in res.stderr
     assert not marker.exists()
     assert not (tmp_path / "outputs").exists() or entry == "whylearn-eval"  # whylearn-eval's own log folder only
-    from whylearn.checkpoints import UnsafeCheckpointError
+    from whylearn.runs.checkpoints import UnsafeCheckpointError
 
     with pytest.raises(UnsafeCheckpointError, match="nothing in the file was executed"):
         load_checkpoint(crafted)
@@ -248,8 +248,8 @@ def test_whylearns_checkpoints_and_lightnings_content_load_as_weights_only(tmp_p
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
 
-    from whylearn.checkpoints import torch_load
     from whylearn.cli.train import run
+    from whylearn.runs.checkpoints import torch_load
 
     # every kind of task whylearn trains: classification, a classic learning rule (no optimizer), a forecaster,
     # a transformer on modular arithmetic; each checkpoint needs no global beyond torch's defaults
@@ -307,7 +307,7 @@ def test_a_refused_or_failed_resume_leaves_the_run_untouched(finished, tmp_path)
 
     cfg = compose(TINY + ["ckpt_path=last", "model.hidden=[64,64]"], tmp_path)
     cfg.paths.output_dir = str(finished)
-    with pytest.raises(jobs.ResumeRefused, match=r"model.hidden: \[256, 256\] in the checkpoint, \[64, 64\] now"):
+    with pytest.raises(resume.ResumeRefused, match=r"model.hidden: \[256, 256\] in the checkpoint, \[64, 64\] now"):
         run(cfg)
     assert tree(finished) == before
     # a restore that fails inside Lightning (the planning let it through) leaves the run as it was too
@@ -315,19 +315,19 @@ def test_a_refused_or_failed_resume_leaves_the_run_untouched(finished, tmp_path)
     last.write_bytes((finished / "checkpoints" / "last.ckpt").read_bytes()[:20000])
     cfg = compose(TINY + ["ckpt_path=last"], tmp_path)
     cfg.paths.output_dir = str(finished)
-    real = jobs.plan_resume
+    real = resume.plan_resume
 
     def plan_then_break(*a, **k):
         plan = real(*a, **k)
         plan.ckpt_path = str(last)  # the truncated one: Lightning's own load fails
         return plan
 
-    jobs.plan_resume, saved = plan_then_break, jobs.plan_resume
+    resume.plan_resume, saved = plan_then_break, resume.plan_resume
     try:
         with pytest.raises(Exception, match="Invalid argument|truncated|PytorchStreamReader"):
             run(cfg)
     finally:
-        jobs.plan_resume = saved
+        resume.plan_resume = saved
     assert tree(finished) == before
 
 
@@ -335,8 +335,8 @@ def test_kill_9_loses_no_row_before_the_last_checkpoint_and_the_resume_accounts_
     run_dir = tmp_path / "run"
     args = RESUMABLE + [f"paths.root_dir={tmp_path}", f"hydra.run.dir={run_dir}"]
     # SIGKILL at step 27 (epoch 1 of 3, 18 steps an epoch; the last checkpoint was at the end of epoch 0)
-    res = cli("whylearn.cli.train", args + ["+callbacks.fault._target_=whylearn.jobs.SignalAtStep", "+callbacks.fault.step=27",
-                                        "+callbacks.fault.signal_name=SIGKILL"], tmp_path)
+    res = cli("whylearn.cli.train", args + ["+callbacks.fault._target_=whylearn.runs.preemption.SignalAtStep",
+                                            "+callbacks.fault.step=27", "+callbacks.fault.signal_name=SIGKILL"], tmp_path)
     assert res.returncode == -signal.SIGKILL
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     saved_step = ckpt["global_step"]
@@ -379,8 +379,8 @@ def test_a_resume_applies_a_new_optimizer_setting_to_the_restored_optimizer_and_
         return dict(load_checkpoint(tmp_path / sub / "checkpoints" / "last.ckpt")["whylearn_history"]["lr"])
 
     run(make([], "straight"))
-    with pytest.raises(jobs.Preempted) as stop:
-        run(make(["+callbacks.fault._target_=whylearn.jobs.SignalAtStep", "+callbacks.fault.step=27",
+    with pytest.raises(preemption.Preempted) as stop:
+        run(make(["+callbacks.fault._target_=whylearn.runs.preemption.SignalAtStep", "+callbacks.fault.step=27",
                   "+callbacks.fault.signal_name=SIGTERM"], "stopped"))
     k = stop.value.step
     resumed = run(make(["ckpt_path=last", "optimizer.lr=0.01", "optimizer.momentum=0.5"], "stopped"))
@@ -416,7 +416,7 @@ def test_a_resume_refuses_what_a_run_in_progress_cannot_take_naming_each_value(t
         "trainer.max_epochs=2": f"add scheduler.total_steps={first['steps']} to keep the schedule",
     }
     for override, message in cases.items():
-        with pytest.raises(jobs.ResumeRefused) as e:
+        with pytest.raises(resume.ResumeRefused) as e:
             run(make(["ckpt_path=last", override]))
         assert message in str(e.value), override
     assert tree(tmp_path / "run") == before
@@ -531,7 +531,7 @@ def test_multirun_job_folders_and_summaries_name_their_overrides(tmp_path):
 
 
 def test_job_folder_names_are_safe_and_short(tmp_path):
-    from whylearn.identity import MAX_NAME_BYTES, job_subdir
+    from whylearn.runs.identity import MAX_NAME_BYTES, job_subdir
 
     (tmp_path / "multirun.yaml").write_text(
         "hydra:\n  overrides:\n    task: [experiment=mnist1d_mlp, 'seed=0,1', data.data_dir=/x/y, threads=1]\n")

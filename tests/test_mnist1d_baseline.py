@@ -48,8 +48,8 @@ def reference_training(steps: int, seed: int = 42):
 
 
 def test_mnist1d_mlp_trains_exactly_as_the_mnist1d_reference_code(make_cfg, tmp_path):
-    from whylearn.checkpoints import load_checkpoint
     from whylearn.cli.train import run
+    from whylearn.runs.checkpoints import load_checkpoint
 
     steps = 400
     cfg = make_cfg(["experiment=mnist1d_mlp", f"trainer.max_steps={steps}", "logger=csv"])

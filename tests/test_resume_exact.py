@@ -83,12 +83,12 @@ def straight(tmp_path_factory):
 ])
 def test_stop_and_resume_equals_the_uninterrupted_run(straight, make_cfg, tmp_path, schedule, step, signame, saved_at,
                                                       where):
-    from whylearn import jobs
     from whylearn.cli.train import run
+    from whylearn.runs import preemption
 
-    fault = ["+callbacks.fault._target_=whylearn.jobs.SignalAtStep", f"+callbacks.fault.step={step}",
+    fault = ["+callbacks.fault._target_=whylearn.runs.preemption.SignalAtStep", f"+callbacks.fault.step={step}",
              f"+callbacks.fault.signal_name={signame}"]
-    with pytest.raises(jobs.Preempted) as info:
+    with pytest.raises(preemption.Preempted) as info:
         run(make_cfg(BASE + SCHEDULES[schedule] + fault, sub="stopped"))
     assert info.value.signum == getattr(signal, signame)
     assert info.value.step == saved_at, where  # the end of the chunk the signal landed in, or after the epoch's end

@@ -18,8 +18,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from conftest import ROOT, compose
 from whylearn import build
-from whylearn.checkpoints import CheckpointError, load_checkpoint
 from whylearn.cli.train import SUMMARY_KEYS, run
+from whylearn.runs.checkpoints import CheckpointError, load_checkpoint
 
 # the default experiment's data and model, trained briefly by shuffled SGD with a validation split
 SMALL = ["experiment=mnist1d_mlp", "data.num_samples=1500", "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=1",

@@ -15,9 +15,9 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from whylearn.identity import wandb_run_id
-from whylearn.jobs import lightning_cluster_plugins
 from whylearn.loggers import WandbRunLogger, wandb_identity
+from whylearn.runs.identity import wandb_run_id
+from whylearn.runs.preemption import lightning_cluster_plugins
 
 log = logging.getLogger("whylearn")
 
@@ -183,7 +183,7 @@ def build_callbacks(cfg: DictConfig) -> list:
 def build_loggers(cfg: DictConfig, run_dir: Path | None = None) -> list:
     """The configured loggers, plus a CSV logger in the run directory if none was configured (always on).
 
-    A W&B logger whose ``id`` is null gets the job's deterministic id (:func:`whylearn.identity.wandb_run_id`
+    A W&B logger whose ``id`` is null gets the job's deterministic id (:func:`whylearn.runs.identity.wandb_run_id`
     of ``run_dir``; a W&B agent's ``WANDB_RUN_ID`` wins) with ``resume="allow"``, so a requeued or resumed
     run continues the same W&B run. Its ``name``, ``group``, ``job_type`` and ``tags`` left ``auto`` come
     from :func:`whylearn.loggers.wandb_identity` (the experiment, the job's overrides, the sweep).

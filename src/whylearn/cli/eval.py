@@ -30,7 +30,7 @@ def evaluate(ckpt_path: str, split: str = "test", overrides: dict | None = None,
 
     Raises:
         ValueError: an unknown split.
-        whylearn.checkpoints.CheckpointError: missing or corrupt checkpoint.
+        whylearn.runs.checkpoints.CheckpointError: missing or corrupt checkpoint.
     """
     import lightning as L
 
@@ -38,7 +38,7 @@ def evaluate(ckpt_path: str, split: str = "test", overrides: dict | None = None,
     from whylearn import build
 
     _quiet_third_parties()
-    from whylearn.checkpoints import load_checkpoint  # start-up: torch and Lightning, once the command line is parsed
+    from whylearn.runs.checkpoints import load_checkpoint  # start-up: torch and Lightning, once the command line is parsed
     from whylearn.tasks.base import get_history
 
     if split not in SPLITS:

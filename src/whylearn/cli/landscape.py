@@ -23,7 +23,7 @@ from whylearn.analysis import hessian as H
 from whylearn.analysis import landscape as LS
 from whylearn.analysis import regions as R
 from whylearn.analysis.losses import classification_loss
-from whylearn.checkpoints import load_checkpoint
+from whylearn.runs.checkpoints import load_checkpoint
 
 
 class LoadedRun:

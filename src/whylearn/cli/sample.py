@@ -48,7 +48,7 @@ def load_model(path: str | Path, device: str = "cpu"):
 
     # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
     from whylearn import build
-    from whylearn.checkpoints import load_checkpoint
+    from whylearn.runs.checkpoints import load_checkpoint
 
     ckpt, run = find_checkpoint(path)
     state = load_checkpoint(ckpt, map_location=device)["state_dict"]  # weights only; a clear error naming the file

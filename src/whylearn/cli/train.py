@@ -59,7 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and test as ``cfg`` says; return the summary (also written to ``summary.json``).
 
     Nothing is written before the config is valid (:func:`whylearn.config.validate`) and, for a resume,
-    the checkpoint has loaded and its config agrees (:func:`whylearn.jobs.plan_resume`); a resume
+    the checkpoint has loaded and its config agrees (:func:`whylearn.runs.resume.plan_resume`); a resume
     writes config.yaml only once Lightning restored the checkpoint, and a resume that fails before
     that leaves the run's summary.json, config.yaml, figures and CSV untouched.
     """
@@ -69,18 +69,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
-    from whylearn import build, jobs
+    from whylearn import build
+    from whylearn.runs import resume
 
     out = build.run_dir(cfg)
-    plan = jobs.plan_resume(cfg, out)
+    plan = resume.plan_resume(cfg, out)
     zero = rank_zero_only.rank == 0  # under DDP every rank runs this; rank 0 alone writes files
     out.mkdir(parents=True, exist_ok=True)
     reference.activate(refs)  # figures draw the published values they are named in
     if not zero:
         return _run(cfg, out, plan, zero, refs)
-    with jobs.run_folder_lock(out):
-        if not plan.resuming and jobs.holds_run(out):  # another process wrote here since plan_resume looked
-            plan = jobs.plan_resume(cfg, out)
+    with resume.run_folder_lock(out):
+        if not plan.resuming and resume.holds_run(out):  # another process wrote here since plan_resume looked
+            plan = resume.plan_resume(cfg, out)
         return _run(cfg, out, plan, zero, refs)
 
 
@@ -89,9 +90,11 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
     import torch
 
     # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
-    from whylearn import build, jobs
+    from whylearn import build
     from whylearn.analysis.figures import plot_run
     from whylearn.loggers import finish_wandb, log_config, log_images, log_members
+    from whylearn.runs.preemption import GracefulStop, Preempted
+    from whylearn.runs.record import RunRecord, put_back_csv, set_aside_csv
     from whylearn.tasks.base import flush_logs, get_history
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -115,9 +118,9 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
         log_config(loggers, cfg)
 
     loggers = build.build_loggers(cfg, run_dir=out)
-    record = jobs.RunRecord(task.run_config, plan, on_restored=restored, loggers=loggers,
+    record = RunRecord(task.run_config, plan, on_restored=restored, loggers=loggers,
                             planned_steps=build.planned_steps(cfg, dm) if cfg.get("scheduler") else None)
-    callbacks = build.build_callbacks(cfg) + [record, jobs.GracefulStop(ckpt_dir / "last.ckpt")]
+    callbacks = build.build_callbacks(cfg) + [record, GracefulStop(ckpt_dir / "last.ckpt")]
     trainer = build.build_trainer(cfg, callbacks, loggers)
     if not plan.resuming:
         write_config()
@@ -129,7 +132,7 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
     summary_path = out / "summary.json"
     try:
         if plan.resuming:  # before any logger starts: Lightning's CSV writer deletes metrics.csv when it starts
-            jobs.set_aside_csv(loggers)  # put back by the except below if the restore fails
+            set_aside_csv(loggers)  # put back by the except below if the restore fails
         _start_loggers(loggers)
         if not plan.resuming:  # the resolved config: W&B's run config, the CSV's hparams.yaml, TensorBoard's hparams
             log_config(loggers, cfg)
@@ -151,7 +154,7 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
     except BaseException as e:
         record.stop_clock()
         if not record.restored:  # the resume failed before the checkpoint was restored: the run is as it was
-            jobs.put_back_csv(loggers)
+            put_back_csv(loggers)
             log.error("could not resume from %s: %s: %s\nnothing in %s was changed (summary.json, config.yaml, "
                       "figures and metrics.csv are as before)", plan.ckpt_path, type(e).__name__, e, out)
             try:
@@ -159,7 +162,7 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
             except Exception as wandb_error:
                 log.warning("could not finish the W&B run: %s", wandb_error)
             raise
-        status = "interrupted" if isinstance(e, (jobs.Preempted, KeyboardInterrupt, SystemExit)) else "failed"
+        status = "interrupted" if isinstance(e, (Preempted, KeyboardInterrupt, SystemExit)) else "failed"
         summary.update(_account(trainer, record, plan))
         summary.update({"status": status, "error": f"{type(e).__name__}: {e}"})
         summary["reference"] = reference.evaluate(refs, summary)
@@ -248,15 +251,16 @@ def _report(cfg: DictConfig, out: Path, summary: dict, loggers: list) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
-    from whylearn import build, sweeps
+    from whylearn import build
+    from whylearn.runs import multirun
 
     try:
         summary = run(cfg)
-    except Exception as e:  # in a multirun, one failing job must not stop the others (whylearn.sweeps)
-        if not sweeps.in_multirun():
+    except Exception as e:  # in a multirun, one failing job must not stop the others (whylearn.runs.multirun)
+        if not multirun.in_multirun():
             raise
         log.exception("job failed: %s", e)
-        sweeps.record_failure(build.run_dir(cfg), e)
+        multirun.record_failure(build.run_dir(cfg), e)
         return None  # the Optuna sweeper records a trial without a float value as failed
     metric = cfg.get("optimized_metric")
     return summary.get(metric) if metric else None

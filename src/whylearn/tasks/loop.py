@@ -59,7 +59,7 @@ What still differs from plain Lightning (in both loops):
 - in the fast loop, ``trainer.callback_metrics["train/loss"]`` is updated at the end of each chunk.
 - a fit that stops inside a chunk (``max_steps``, or ``should_stop`` set by a per-step callback)
   and is later resumed from that checkpoint continues at the next chunk (the rest of the stopped
-  chunk is skipped; a warning says so at resume). Stops by signal (:class:`whylearn.jobs.GracefulStop`)
+  chunk is skipped; a warning says so at resume). Stops by signal (:class:`whylearn.runs.preemption.GracefulStop`)
   always happen at a chunk boundary and resume exactly.
 
 :class:`LightningInternals` is the only place in whylearn that touches Lightning's (and

@@ -3,7 +3,7 @@
 Light (torch only when a checkpoint is read, no Lightning): :class:`whylearn.config.ValidateConfig`
 runs :func:`plan_resume` after Hydra composed the config and before Hydra creates or touches the run
 folder. Carrying a resume out (restoring, applying optimizer changes, continuing the CSV log, the
-run's account of its segments) is :class:`whylearn.jobs.RunRecord`'s.
+run's account of its segments) is :class:`whylearn.runs.record.RunRecord`'s.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from whylearn.identity import slurm_job_key
+from whylearn.runs.identity import slurm_job_key
 
 log = logging.getLogger("whylearn")
 
-RECORD_KEY = "RunRecord"  # the state key of whylearn.jobs.RunRecord in a checkpoint's "callbacks"
+RECORD_KEY = "RunRecord"  # the state key of whylearn.runs.record.RunRecord in a checkpoint's "callbacks"
 
 
 def env_rank() -> int:
@@ -136,7 +136,7 @@ def plan_resume(cfg: Any, run_dir: Path | str | None, rank: int | None = None) -
     Raises:
         FileNotFoundError: ``last`` or a file that does not exist, naming where it looked.
         RunFolderInUse: the folder holds a run and was not asked to continue it.
-        whylearn.checkpoints.CheckpointError: the checkpoint is truncated, corrupt or unsafe.
+        whylearn.runs.checkpoints.CheckpointError: the checkpoint is truncated, corrupt or unsafe.
         ResumeRefused: values that differ from the checkpoint's and cannot be applied, each named.
     """
     value = cfg.get("ckpt_path")
@@ -185,7 +185,7 @@ def plan_resume(cfg: Any, run_dir: Path | str | None, rank: int | None = None) -
         if held and not path.resolve().is_relative_to(run_dir.resolve()):
             raise RunFolderInUse(f"ckpt_path={value} into {refuse}")
     # start-up: torch only when a checkpoint is read (this runs in Hydra's process, before the job)
-    from whylearn.checkpoints import load_checkpoint
+    from whylearn.runs.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(path)
     record = (ckpt.get("callbacks") or {}).get(RECORD_KEY) or {}
