@@ -206,7 +206,8 @@ def sbatch_gpu_reason(argv: list[str]) -> str | None:
 
 def task_name(args: list[str]) -> str:
     """The task_name a whylearn-train command runs under (names outputs/<task_name>/): an explicit override,
-    else the debug or experiment config's own (read from its yaml), else train.yaml's."""
+    else the debug or experiment config's own (read from its yaml), else the experiment's name (train.yaml's
+    default), else ``train``."""
     import yaml
 
     def value(key):
@@ -220,7 +221,7 @@ def task_name(args: list[str]) -> str:
         f = ROOT / "conf" / group / f"{name}.yaml"
         if name and f.is_file() and (yaml.safe_load(f.read_text()) or {}).get("task_name"):
             return yaml.safe_load(f.read_text())["task_name"]
-    return "train"
+    return value("experiment") or "train"
 
 
 class BlockRun:

@@ -133,12 +133,25 @@ def test_every_config_composes_and_passes_the_schema(tmp_path):
     for name in experiments:
         cfg = compose([f"experiment={name}"], tmp_path)
         assert cfg.data._target_ and cfg.trainer._target_
+        assert cfg.task_name == cfg.experiment_name == name  # train.yaml's default: the experiment's file name
         validate(cfg)  # the shipped configs hold only allowed values (whylearn.config)
     for group in ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "debug", "task"):
         for opt in sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")):
             if group == "trainer" and opt == "default":
                 continue
             validate(compose([f"{group}={opt}"], tmp_path))
+
+
+def test_task_name_defaults_to_the_experiment_name(tmp_path):
+    """train.yaml names a run after its experiment, once: no experiment file repeats its own name."""
+    plain = compose([], tmp_path)
+    assert (plain.task_name, plain.experiment_name) == ("train", None)
+    assert compose(["experiment=knn", "task_name=mine"], tmp_path).task_name == "mine"  # an override still wins
+    debug = compose(["experiment=knn", "debug=fast_dev_run"], tmp_path)  # debug configs name their own folder
+    assert (debug.task_name, debug.experiment_name) == ("debug", "knn")
+    for f in sorted((ROOT / "conf" / "experiment").glob("*.yaml")):
+        lines = f.read_text().splitlines()
+        assert f"task_name: {f.stem}" not in lines and f"experiment_name: {f.stem}" not in lines, f.name
 
 
 def test_logger_many_builds_csv_wandb_and_tensorboard(tmp_path):

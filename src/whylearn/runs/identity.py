@@ -11,6 +11,7 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 RUN_ID_PATTERN = "%Y-%m-%d_%H-%M-%S"
 MAX_NAME_BYTES = 120  # a job folder's name stays far below the 255-byte limit of most file systems
@@ -130,6 +131,25 @@ def wandb_run_id(run_dir: Path | str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", raw)
 
 
+def experiment_name(default: str | None = None, *, _root_: Any = None) -> str | None:
+    """The composed experiment's name (``experiment=<name>``: ``conf/experiment/<name>.yaml``), else ``default``.
+
+    Hydra records the choice in ``hydra.runtime.choices``: read from the config's own ``hydra`` node when it
+    has one (Hydra's callbacks, the compose API with ``return_hydra_config=True``), else from Hydra's
+    runtime (a job's config, whose ``hydra`` node Hydra removed). ``train.yaml`` names its ``task_name``
+    (the run folder) and ``experiment_name`` with it, so an experiment file need not repeat its own name.
+    """
+    from omegaconf import OmegaConf
+
+    choices = OmegaConf.select(_root_, "hydra.runtime.choices", default=None) if _root_ is not None else None
+    if choices is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    name = choices.get("experiment")
+    return str(name) if name is not None else default
+
+
 def register_resolvers() -> None:
     """Resolvers for Hydra configs (idempotent):
 
@@ -137,6 +157,7 @@ def register_resolvers() -> None:
       config object, so every reading of ``hydra.run.dir`` in one run gives the same folder);
     - ``${whylearn.run_id:[<pattern>]}``: :func:`run_id`, the name only (creates nothing);
     - ``${whylearn.job_subdir:<num>,<overrides>,<sweep dir>,<exclude keys>}``: :func:`job_subdir`;
+    - ``${whylearn.experiment:[<default>]}``: :func:`experiment_name`;
     - ``${whylearn.cwd:}``: the launching directory.
     """
     from omegaconf import OmegaConf
@@ -147,6 +168,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("whylearn.run_dir", lambda *a: str(new_run_dir(*a)), use_cache=True)
     if not OmegaConf.has_resolver("whylearn.job_subdir"):
         OmegaConf.register_new_resolver("whylearn.job_subdir", lambda *a: job_subdir(*a))
+    if not OmegaConf.has_resolver("whylearn.experiment"):
+        OmegaConf.register_new_resolver("whylearn.experiment", experiment_name)
     if not OmegaConf.has_resolver("whylearn.cwd"):
         # the launching directory, resolvable at any time: Hydra's ${hydra:runtime.cwd} is not yet set
         # while a multirun builds its sweep folder, so paths that depend on it broke every `-m` command
