@@ -162,7 +162,7 @@ def lms_stream(corr: Tensor | np.ndarray, w_star: Tensor | np.ndarray, noise: fl
     L L^T = ``corr`` and y_t = w*.x_t + ``noise`` v_t (z, v standard normal), each sample used
     once; every step size sees the same streams. Each (mu, seed) is an independent run of
     w <- w + mu (y - w.x) x from w = 0, the rule of :meth:`whylearn.models.Adaline.lms_update`
-    with batch 1 (``tests/test_classic.py`` checks they agree).
+    with batch 1 (``tests/analysis/test_classic.py`` checks they agree).
 
     A run whose squared weight error exceeds ``blowup`` (checked every ``check_every`` steps) is
     frozen and counted as blown up; its excess MSE reads inf from then on.

@@ -146,7 +146,7 @@ def knn_accuracies(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     class whose neighbours are nearer on the whole (the larger sum of k - rank over its members,
     rank 0 the nearest), a remaining tie to the smallest label. scikit-learn's
     ``KNeighborsClassifier`` gives the same predictions with ``weights=rank_tiebreak_weights``
-    (``tests/test_highdim.py`` checks it on real MNIST); its default (uniform weights) sends every
+    (``tests/analysis/test_highdim.py`` checks it on real MNIST); its default (uniform weights) sends every
     tie to the smallest label.
 
     Raises:

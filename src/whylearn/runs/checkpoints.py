@@ -23,7 +23,7 @@ import torch
 
 # Types a checkpoint may hold beyond torch's defaults: path objects (e.g. a callback state that keeps a
 # Path; unpickling one only builds the path). whylearn's own entries are plain containers and tensors
-# by design (tests/test_lifecycle.py checks every task's checkpoint needs nothing more).
+# by design (tests/runs/test_lifecycle.py checks every task's checkpoint needs nothing more).
 SAFE_GLOBALS: tuple[type, ...] = (pathlib.PosixPath, pathlib.PurePosixPath, pathlib.WindowsPath, pathlib.PureWindowsPath)
 torch.serialization.add_safe_globals(list(SAFE_GLOBALS))
 

@@ -15,7 +15,7 @@ vectorized model (:class:`~whylearn.models.ensemble.MemberEnsemble`). Members ma
   training labels).
 
 Member i follows the trajectory of the single run ``whylearn-train <the same overrides>`` with its
-settings (to float tolerance; tests/test_ensemble.py checks every axis). The data split and the
+settings (to float tolerance; tests/tasks/test_ensemble.py checks every axis). The data split and the
 data seed are the run's (``data.seed``, not the member's ``seed``), as for every member.
 
 Logged: for every metric of :class:`~whylearn.tasks.ClassificationTask` (``train/loss``,
@@ -352,7 +352,7 @@ class _FusedMemberLosses(torch.autograd.Function):
     """Forward and backward of every member of a grouped-MLP ensemble and its loss, written out
     (one autograd node instead of about fifteen per group: the per-op bookkeeping of autograd costs
     more than the arithmetic of a small group). The gradients are those of autograd (same products,
-    same order of the sums up to float rounding; tests/test_ensemble.py compares them)."""
+    same order of the sums up to float rounding; tests/tasks/test_ensemble.py compares them)."""
 
     @staticmethod
     def forward(ctx, x, y, ensemble, loss_name, per_member, lanes, *params):

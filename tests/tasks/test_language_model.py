@@ -57,7 +57,7 @@ def test_train_text_end_to_end_then_sample(make_cfg, tmp_path, capsys):
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location(
-        "eval_val_windows", Path(__file__).resolve().parents[1] / "scripts" / "eval_val_windows.py")
+        "eval_val_windows", Path(__file__).resolve().parents[2] / "scripts" / "eval_val_windows.py")
     ev = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ev)
     res = ev.evaluate_run(str(out))

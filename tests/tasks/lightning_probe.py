@@ -1,7 +1,7 @@
 """Probes for the Lightning conformance tests: a tiny generated data set, a recording logger, hook counters,
 and ``fit``, which trains a whylearn ClassificationTask with a given steps_per_chunk and Lightning features.
 
-Imported by tests/test_lightning_conformance.py and run as a script (``python tests/lightning_probe.py
+Imported by tests/tasks/test_lightning_conformance.py and run as a script (``python tests/tasks/lightning_probe.py
 <out_dir>``) for the 2-process DDP (gloo) case, which Lightning starts by launching this script again.
 """
 
@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 

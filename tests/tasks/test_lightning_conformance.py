@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-
 from lightning_probe import (
     STEP_HOOKS,
     BatchCounter,
@@ -266,9 +265,8 @@ def test_accumulate_grad_batches_through_lightnings_loop(tmp_path, caplog):
 def test_plain_dataloader_is_one_step_per_batch(tmp_path):
     import lightning as L
     import torch.nn.functional as F
-    from torch.utils.data import DataLoader, TensorDataset
-
     from lightning_probe import Blobs
+    from torch.utils.data import DataLoader, TensorDataset
 
     dm = Blobs()
     dm.setup()
@@ -314,7 +312,7 @@ def test_every_lightning_internal_the_loop_uses_exists():
 def test_tasks_callbacks_and_analysis_import_logging_from_the_logging_layer():
     import ast
 
-    src = Path(__file__).resolve().parents[1] / "src" / "whylearn"
+    src = Path(__file__).resolve().parents[2] / "src" / "whylearn"
     offenders = []
     for folder in ("callbacks", "analysis"):
         for path in (src / folder).glob("*.py"):
@@ -334,7 +332,7 @@ def test_tasks_callbacks_and_analysis_import_logging_from_the_logging_layer():
 
 # -- 2-process CPU DDP (gloo): hooks and precision -----------------------------------------------------
 def test_ddp_hooks_once_per_step_and_fp16_scaler(tmp_path):
-    """One DDP job (tests/lightning_probe.py launched as a script, which Lightning starts twice): the per-step
+    """One DDP job (tests/tasks/lightning_probe.py launched as a script, which Lightning starts twice): the per-step
     hooks of callbacks and of the module once per optimizer step on each rank, and fp16 mixed precision with
     a GradScaler trains with finite losses to the parameters of one process with the same global batch."""
     import json
@@ -343,7 +341,7 @@ def test_ddp_hooks_once_per_step_and_fp16_scaler(tmp_path):
     import sys
 
     probe = Path(__file__).with_name("lightning_probe.py")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
     done = subprocess.run([sys.executable, str(probe), str(tmp_path)], capture_output=True, text=True, timeout=600,
                           env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
