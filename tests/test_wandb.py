@@ -166,7 +166,7 @@ def test_watch_logs_gradient_histograms_at_their_steps(tmp_path):
 def killed_run(tmp_path_factory):
     """A run killed with SIGKILL at step 30 (epoch 1; last checkpoint at step 18) after its W&B run
     file holds the rows up to step 29. Returns its folder (W&B run id ``killtest``)."""
-    from whylearn.runs.preemption import checkpoint_step
+    from whylearn.runs.record import checkpoint_step
 
     tmp = tmp_path_factory.mktemp("killed")
     run_dir = tmp / "run"
@@ -181,7 +181,7 @@ def killed_run(tmp_path_factory):
 def _resume_and_read(make_cfg, tmp_path: Path, src: Path, sub: str, truncate_below: int | None = None):
     from whylearn.cli.train import run
     from whylearn.loggers import read_wandb_run, read_wandb_segments
-    from whylearn.runs.preemption import checkpoint_step
+    from whylearn.runs.record import checkpoint_step
 
     run_dir = tmp_path / sub  # where make_cfg(sub=sub) runs
     shutil.copytree(src, run_dir)
