@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=20 $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -365,6 +365,34 @@ def test_kill_9_loses_no_row_before_the_last_checkpoint_and_the_resume_accounts_
     assert summary["resumed"] == {"from": str(run_dir / "checkpoints" / "last.ckpt"), "step": 18, "applied": {}}
 
 
+def test_a_resume_from_an_earlier_checkpoint_keeps_exactly_the_rows_on_disk_at_its_save(tmp_path):
+    """Rows of the checkpoint's own step logged after the save (here the gradient norms of step 18, logged
+    after the epoch-end checkpoint) were kept by step and logged again: one row twice. The checkpoint now
+    records how many rows were on disk at its save, and the resume keeps exactly those."""
+    run_dir = tmp_path / "run"
+    args = [a for a in RESUMABLE if a != "callbacks.grad_norms=null"] + [
+        f"paths.root_dir={tmp_path}", f"hydra.run.dir={run_dir}", "callbacks.model_checkpoint.save_top_k=-1"]
+    # SIGKILL at step 45: checkpoints at steps 18 and 36, metrics.csv flushed up to the one at 36
+    res = cli("whylearn.cli.train", args + ["+callbacks.fault._target_=whylearn.runs.preemption.SignalAtStep",
+                                            "+callbacks.fault.step=45", "+callbacks.fault.signal_name=SIGKILL"], tmp_path)
+    assert res.returncode == -signal.SIGKILL
+    first = run_dir / "checkpoints" / "epoch000-step000018.ckpt"
+    ckpt = load_checkpoint(first)
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        crashed = list(csv.DictReader(f))
+    assert len(crashed) > ckpt[resume.CSV_ROWS_KEY][0]  # the crashed run wrote rows past the step-18 save
+    assert any(int(r["step"]) == 18 for r in crashed[ckpt[resume.CSV_ROWS_KEY][0]:])  # some of them at step 18
+
+    res = cli("whylearn.cli.train", args + [f"ckpt_path={first}"], tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        rows = [(int(r["step"]), tuple(sorted(k for k, v in r.items() if v))) for r in csv.DictReader(f)]
+    assert len(rows) == len(set(rows)), [r for r in rows if rows.count(r) > 1][:3]  # no row twice
+    assert csv_steps(run_dir) == list(range(1, 55))
+    grads = csv_steps(run_dir, "grads/l2_total")
+    assert len(grads) == len(set(grads)) == 54  # the gradient norms of each step once (steps 0..53)
+
+
 def test_a_resume_applies_a_new_optimizer_setting_to_the_restored_optimizer_and_records_it(tmp_path):
     from omegaconf import OmegaConf
 

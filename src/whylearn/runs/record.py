@@ -17,7 +17,7 @@ from typing import Any
 from lightning.pytorch.callbacks import Callback
 
 from whylearn.runs.checkpoints import torch_load
-from whylearn.runs.resume import RECORD_KEY, ResumePlan, _same
+from whylearn.runs.resume import CSV_ROWS_KEY, RECORD_KEY, ResumePlan, _same
 
 log = logging.getLogger("whylearn")
 
@@ -103,22 +103,37 @@ def put_back_csv(loggers: list) -> None:
             os.replace(saved, path)
 
 
-def continue_csv_loggers(loggers: list, after_step: int) -> None:
+def csv_rows_on_disk(path: Path) -> int | None:
+    """The number of data rows in a ``metrics.csv`` (None: no file). Counted with the csv module, so a
+    quoted value holding a newline is one row."""
+    import csv
+
+    if not path.is_file():
+        return None
+    with path.open(newline="") as f:
+        return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+
+
+def continue_csv_loggers(loggers: list, after_step: int, rows_at_save: list | None = None) -> None:
     """Let each CSV logger of a resumed run continue its ``metrics.csv`` (once the checkpoint's weights loaded).
 
-    Keeps the rows up to ``after_step`` (the checkpoint's step: rows past it were logged by the stopped
-    run after its last checkpoint and are logged again) from the copy :func:`set_aside_csv` made,
-    writes them to ``metrics.csv`` (a temporary file moved in place) and tells the writer the header,
-    so new rows are appended. The copy stays until :meth:`RunRecord.mark_restored`. Rank 0 only.
+    From the copy :func:`set_aside_csv` made, keeps the rows that were on disk when the checkpoint was
+    saved: their number is ``rows_at_save[i]`` for the i-th CSV logger (recorded by
+    :meth:`RunRecord.on_save_checkpoint`). Every row after them was logged by the stopped run after the
+    checkpoint and is logged again by the resumed run, including rows of the checkpoint's own step
+    logged after the save (an epoch-end row, a callback's row): keeping rows by step would hold those
+    twice. Checkpoints without that count (made before it was recorded) keep the rows up to
+    ``after_step``, the checkpoint's step. The kept rows are written to ``metrics.csv`` (a temporary file
+    moved in place) and the writer is told the header, so new rows are appended. The copy stays until
+    :meth:`RunRecord.mark_restored`. Rank 0 only.
     """
     import csv
 
     from lightning.pytorch.loggers import CSVLogger
 
     files = dict(_csv_files(loggers))
-    for lg in loggers:
-        if not isinstance(lg, CSVLogger):
-            continue
+    csv_loggers = [lg for lg in loggers if isinstance(lg, CSVLogger)]
+    for i, lg in enumerate(csv_loggers):
         path = Path(lg.log_dir) / "metrics.csv"
         saved = files.get(path)
         if saved is None or not saved.is_file():
@@ -126,7 +141,11 @@ def continue_csv_loggers(loggers: list, after_step: int) -> None:
         with saved.open(newline="") as f:
             reader = csv.DictReader(f)
             fields, rows = list(reader.fieldnames or []), list(reader)
-        keep = [r for r in rows if "step" not in r or not r["step"] or int(float(r["step"])) <= after_step]
+        count = rows_at_save[i] if rows_at_save is not None and i < len(rows_at_save) else None
+        if count is not None:
+            keep = rows[:count]
+        else:
+            keep = [r for r in rows if "step" not in r or not r["step"] or int(float(r["step"])) <= after_step]
         writer = lg.experiment  # started by fit's setup; it removed nothing (the file was set aside)
         tmp = path.with_name("metrics.csv.tmp")
         with tmp.open("w", newline="") as f:
@@ -201,7 +220,7 @@ class RunRecord(Callback):
         self._start_step = int(trainer.global_step)  # modules restored; the loops' counters come later
         if self.plan.resuming:
             self._start_step = self.plan.step
-            continue_csv_loggers(self.loggers, self.plan.step)
+            continue_csv_loggers(self.loggers, self.plan.step, self.plan.csv_rows)
         self._t0 = time.perf_counter()
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -240,6 +259,12 @@ class RunRecord(Callback):
         pending = getattr(pl_module, "_whylearn_pending", None)
         if pending is not None and "whylearn_pending" not in checkpoint:
             checkpoint["whylearn_pending"] = (int(pending[0]), dict(pending[1]))
+        from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+        rows = []
         for lg in trainer.loggers:  # the rows of the steps before: on disk, nothing logged before them is lost
             if isinstance(lg, CSVLogger):
                 lg.save()
+                rows.append(csv_rows_on_disk(Path(lg.log_dir) / "metrics.csv") if rank_zero_only.rank == 0 else None)
+        if rows and rank_zero_only.rank == 0:  # a resume keeps exactly these rows (continue_csv_loggers)
+            checkpoint[CSV_ROWS_KEY] = rows

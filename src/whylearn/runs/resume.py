@@ -19,6 +19,7 @@ from whylearn.runs.identity import slurm_job_key
 log = logging.getLogger("whylearn")
 
 RECORD_KEY = "RunRecord"  # the state key of whylearn.runs.record.RunRecord in a checkpoint's "callbacks"
+CSV_ROWS_KEY = "whylearn_csv_rows"  # per CSV logger: the metrics.csv rows on disk when the checkpoint was saved
 
 
 def env_rank() -> int:
@@ -65,13 +66,14 @@ class ResumeRefused(ValueError):
 @dataclass
 class ResumePlan:
     """What :func:`plan_resume` decided: the checkpoint to pass to ``trainer.fit`` (None: start fresh),
-    its step, the optimizer values to apply after restoring (``key: (checkpoint's, new)``) and the
-    checkpoint's :class:`RunRecord` state."""
+    its step, the optimizer values to apply after restoring (``key: (checkpoint's, new)``), the
+    checkpoint's :class:`RunRecord` state and the number of ``metrics.csv`` rows on disk at its save."""
 
     ckpt_path: str | None = None
     step: int = 0
     apply: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     record: dict = field(default_factory=dict)
+    csv_rows: list | None = None  # the checkpoint's CSV_ROWS_KEY (None: a checkpoint made before it existed)
 
     @property
     def resuming(self) -> bool:
@@ -190,7 +192,7 @@ def plan_resume(cfg: Any, run_dir: Path | str | None, rank: int | None = None) -
     ckpt = load_checkpoint(path)
     record = (ckpt.get("callbacks") or {}).get(RECORD_KEY) or {}
     apply = resume_changes(ckpt["whylearn_config"], cfg, path, record.get("planned_steps"))
-    return ResumePlan(str(path), int(ckpt.get("global_step", 0)), apply, record)
+    return ResumePlan(str(path), int(ckpt.get("global_step", 0)), apply, record, ckpt.get(CSV_ROWS_KEY))
 
 
 def _plain(node: Any) -> Any:
