@@ -11,7 +11,11 @@ chunked datamodule, Lightning Trainer, FastTask), validation off, so only traini
 - **sequential**: single runs (``ClassificationTask``, one thread), one seed per width, ``--seq-steps``
   steps each: a sample, extrapolated per width to every seed and to ``--steps`` steps (stated as such);
 - **peak**: the machine's fp32 matmul rate measured in the same process: an n x n sgemm with 1 and
-  with 2 intra-op threads, and two single-threaded sgemms on two threads at once; the best is "peak".
+  with 2 intra-op threads, and two single-threaded sgemms on two threads at once. Each variant is
+  compared with the peak of its own thread count (:func:`peak_for`); the best of the three is kept
+  in the JSON as ``fraction_of_best_peak``.
+
+Both sides train with torch's fused SGD (``fused=True``), as ``experiment=double_descent_mnist1d`` does.
 
 Reported: seed-steps per second (members x steps / wall second), the wall-time speedup, matmul
 FLOP/s (forward, weight and input gradients of every member at its own width; padding not counted)
@@ -19,6 +23,8 @@ and its fraction of the peak, and the projected wall time of the full protocol (
 
     python scripts/bench_sweep.py --steps 400 --seq-steps 320 --json bench_sweep.json
     python scripts/bench_sweep.py --ablation      # one thread, CPU time: the training paths side by side
+    python scripts/bench_sweep.py --efficiency --wide 250   # one thread, CPU time: the wide members' step
+                                                            # level by level against the 1-thread peak
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import threading
@@ -64,7 +71,13 @@ def _trainer(steps: int, clock: Callback) -> L.Trainer:
 
 
 class SteadyClock(Callback):
-    """Wall and CPU time of the optimizer steps after the first chunk (fit's start-up excluded)."""
+    """Wall and CPU time of the optimizer steps after the first chunk (fit's start-up excluded).
+
+    Called once per chunk (``whylearn_batch_hooks = "per_chunk"``), so the fit runs whylearn's fast
+    loop, as ``whylearn-train`` runs it; a batch hook without that declaration would make the task
+    fall back to Lightning's own loop, one mini-batch per Lightning step (:mod:`whylearn.tasks.loop`)."""
+
+    whylearn_batch_hooks = "per_chunk"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if not hasattr(self, "t0"):
@@ -75,10 +88,17 @@ class SteadyClock(Callback):
         self.steps = trainer.global_step - self.s0
 
 
-def fit(task, steps: int, dm) -> tuple[float, float, float]:
+class LightningLoopClock(SteadyClock):
+    """:class:`SteadyClock` without the declaration: the fit falls back to Lightning's own loop (what
+    this script timed before it declared it)."""
+
+    whylearn_batch_hooks = None
+
+
+def fit(task, steps: int, dm, fast_loop: bool = True) -> tuple[float, float, float]:
     """(wall seconds per step, CPU seconds per step, fit start-up wall seconds) of ``steps`` optimizer
-    steps, the per-step times measured after the first chunk."""
-    clock = SteadyClock()
+    steps, the per-step times measured after the first chunk; ``fast_loop=False``: Lightning's own loop."""
+    clock = SteadyClock() if fast_loop else LightningLoopClock()
     trainer = _trainer(steps, clock)
     t0 = time.perf_counter()
     trainer.fit(task, datamodule=dm)
@@ -86,6 +106,20 @@ def fit(task, steps: int, dm) -> tuple[float, float, float]:
     assert trainer.global_step == steps and clock.steps > 0, (trainer.global_step, steps)
     per_wall, per_cpu = clock.wall / clock.steps, clock.cpu / clock.steps
     return per_wall, per_cpu, total - per_wall * steps
+
+
+def sgemm_cpu_rate(n: int, reps: int = 8) -> float:
+    """FLOP per CPU second of an n x n fp32 sgemm on one thread (best of 5 timings of ``reps`` calls)."""
+    torch.set_num_threads(1)
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    torch.mm(a, b, out=c)
+    best = math.inf
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(reps):
+            torch.mm(a, b, out=c)
+        best = min(best, (time.process_time() - t0) / reps)
+    return 2 * n**3 / best
 
 
 def sgemm_rate(n: int, threads: int, concurrent: int = 1, seconds: float = 1.0) -> float:
@@ -116,13 +150,26 @@ def sgemm_rate(n: int, threads: int, concurrent: int = 1, seconds: float = 1.0) 
     return best
 
 
-def vectorized(widths, seeds, steps, threads, lanes, layout):
+def peak_for(threads: int, lanes: int, peaks: dict[str, float]) -> float:
+    """The measured peak of the same number of threads: one thread; two intra-op threads; two lanes
+    of one thread each (two single-threaded sgemms at once); else the best measured."""
+    if threads * lanes == 1:
+        return peaks["sgemm_1_thread"]
+    if (threads, lanes) == (2, 1):
+        return peaks["sgemm_2_threads"]
+    if (threads, lanes) == (1, 2):
+        return peaks["sgemm_2_concurrent_1_thread"]
+    return max(peaks.values())
+
+
+def vectorized(widths, seeds, steps, threads, lanes, layout, fused_sgd: bool = True, fast_loop: bool = True):
     torch.set_num_threads(threads)
-    opt = partial(torch.optim.SGD, lr=0.01, momentum=0.9)
+    # fused SGD as experiment=double_descent_mnist1d trains (optimizer.fused: true); False: torch's default
+    opt = partial(torch.optim.SGD, lr=0.01, momentum=0.9, fused=fused_sgd)
     task = EnsembleClassificationTask(model(widths[0]), 10, opt, grid={"model.width": widths, "seed": seeds},
                                       data_order="member", layout=layout, model_factory=lambda **o: model(o["width"]),
                                       batch_size=100, lanes=lanes, log_every_n_steps=50)
-    wall, cpu, startup = fit(task, steps, datamodule())
+    wall, cpu, startup = fit(task, steps, datamodule(), fast_loop)
     flops = len(seeds) * sum(mlp_step_flops([40, w, w, 10], 100) for w in widths)
     return {"members": task.num_members, "groups": len(task.model.groups), "layout": task.model.layout,
             "group_widths": [g["hidden"][0] for g in task.model.describe()], "wall_s_per_step": wall,
@@ -206,6 +253,87 @@ def ablation(widths, seeds, steps: int, rounds: int) -> list[dict]:
     return rows
 
 
+def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_steps: int) -> dict:
+    """The wide members' training step against the one-thread fp32 matmul peak, one thread, CPU time,
+    side by side in ``rounds`` rounds (each round: the peak, then every level below), medians reported.
+
+    Levels, each a subset of the next: ``matmuls``: the step's batched matmuls alone (forward, weight
+    and input gradients of every group, the same shapes, operand layouts and order: an upper bound
+    for the step); ``kernels``: forward and backward of every group as the fused training path runs
+    them (matmuls, bias, ReLU and its gradient), no loss, autograd or optimizer; ``step``: the fused
+    training path's optimizer step in a plain loop (fused loss, backward, ``zero_grad``, torch's fused
+    SGD with momentum); ``lightning``: whylearn's own training path (Trainer, FastTask, the chunked
+    datamodule with every member its own data order and labels, the fast loop; ``vectorized``) with
+    torch's fused SGD, as ``whylearn-train experiment=double_descent_mnist1d`` trains; and what this
+    script timed before: Lightning's own loop (its clock callback made the task fall back to it) and
+    torch's default (for-loop) SGD."""
+    from whylearn.models.ensemble import MemberEnsemble
+    from whylearn.tasks.ensemble import _group_backward, _group_forward, fused_member_losses
+
+    torch.set_num_threads(1)
+    members = []
+    for w in widths:
+        for s in seeds:
+            torch.manual_seed(s)
+            members.append(model(w))
+    ens = MemberEnsemble(members, layout="auto")
+    S, B = len(members), 100
+    x, y = torch.randn(S, B, 40), torch.randint(0, 10, (S, B))
+    opt = torch.optim.SGD(ens.parameters(), lr=0.01, momentum=0.9, fused=True)
+    flops = len(seeds) * sum(mlp_step_flops([40, w, w, 10], B) for w in widths)
+    xs = [x[sl] for sl in ens._slices]
+    with torch.no_grad():
+        saved = [_group_forward(g, xg) for g, xg in zip(ens.groups, xs, strict=True)]
+    dzs = [torch.randn(z.shape[0], z.shape[2], z.shape[1]).transpose(1, 2) for _, _, z in saved]  # as the loss's
+
+    @torch.no_grad()
+    def matmuls():
+        for (hs, layers, _), dz in zip(saved, dzs, strict=True):
+            for h, (w, b) in zip(hs, layers, strict=True):
+                torch.baddbmm(b.unsqueeze(1), h, w)
+            d = dz
+            for i in range(len(layers) - 1, -1, -1):
+                torch.bmm(hs[i].transpose(1, 2), d)
+                if i > 0:
+                    d = torch.bmm(d, layers[i][0].transpose(1, 2))
+
+    @torch.no_grad()
+    def kernels():
+        for g, xg, dz in zip(ens.groups, xs, dzs, strict=True):
+            hs, layers, _ = _group_forward(g, xg)
+            _group_backward(hs, layers, dz)
+
+    def step():
+        loss = fused_member_losses(ens, x, y, "cross_entropy", True)[0].sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    levels = {"matmuls": matmuls, "kernels": kernels, "step": step}
+    times: dict[str, list[float]] = {k: [] for k in [*levels, "lightning", "lightning, before: own loop, default SGD"]}
+    peaks: list[float] = []
+    for f in levels.values():
+        f()
+    for _ in range(rounds):
+        peaks.append(sgemm_cpu_rate(gemm_n))
+        for k, f in levels.items():
+            c0 = time.process_time()
+            for _ in range(steps):
+                f()
+            times[k].append((time.process_time() - c0) / steps)
+        if lightning_steps:
+            times["lightning"].append(vectorized(widths, seeds, lightning_steps, 1, 1, "auto")["cpu_s_per_step"])
+            times["lightning, before: own loop, default SGD"].append(vectorized(
+                widths, seeds, lightning_steps, 1, 1, "auto", fused_sgd=False, fast_loop=False)["cpu_s_per_step"])
+    times = {k: v for k, v in times.items() if v}
+    peak = sorted(peaks)[len(peaks) // 2]
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return {"widths": list(widths), "seeds": list(seeds), "groups": [d["hidden"][0] for d in ens.describe()],
+            "matmul_flop_per_step": flops, "peak_flop_per_cpu_s": peak, "peaks": peaks, "cpu_s_per_step": times,
+            "rows": [{"level": k, "cpu_ms_per_step": 1e3 * t, "gflop_per_cpu_s": flops / t / 1e9,
+                      "fraction_of_peak": flops / t / peak} for k, t in med.items()]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--widths", type=int, nargs="+", default=NOTEBOOK_WIDTHS)
@@ -220,7 +348,11 @@ def main() -> None:
     ap.add_argument("--no-sequential", action="store_true")
     ap.add_argument("--ablation", action="store_true", help="only the one-thread CPU-time comparison of the "
                     "training paths and the layout cost model's constants")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of the ablation")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the ablation and of --efficiency")
+    ap.add_argument("--efficiency", action="store_true", help="only the wide members' (widths >= --wide) training "
+                    "step against the one-thread fp32 matmul peak, one thread, CPU time, level by level")
+    ap.add_argument("--lightning-steps", type=int, default=200,
+                    help="--efficiency: steps of the Lightning-path run per round (0: leave it out)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.ablation:
@@ -238,6 +370,20 @@ def main() -> None:
         return
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
+    if args.efficiency:
+        wide = [w for w in args.widths if w >= args.wide]
+        res = efficiency(wide, list(range(args.seeds)), min(args.steps, 20), args.rounds, args.gemm_n,
+                         args.lightning_steps)
+        print(f"widths {wide} x {args.seeds} seeds (groups {res['groups']}), "
+              f"{res['matmul_flop_per_step'] / 1e6:.0f} MFLOP of matmuls per step; one-thread fp32 peak "
+              f"({args.gemm_n}^3 sgemm, median of {args.rounds} rounds): {res['peak_flop_per_cpu_s'] / 1e9:.1f} GFLOP/s")
+        print("| level (1 thread, CPU time) | ms / step (median) | matmul GFLOP/s | of the 1-thread peak |")
+        print("| --- | --- | --- | --- |")
+        for r in res["rows"]:
+            print(f"| {r['level']} | {r['cpu_ms_per_step']:.2f} | {r['gflop_per_cpu_s']:.1f} | {r['fraction_of_peak']:.0%} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=2))
+        return
     seeds = list(range(args.seeds))
     steps_per_epoch = 40  # 4000 examples / batch 100
 
@@ -254,7 +400,8 @@ def main() -> None:
         for w in args.widths:  # one seed per width: the sample
             torch.set_num_threads(1)
             torch.manual_seed(0)
-            task = ClassificationTask(model(w), 10, partial(torch.optim.SGD, lr=0.01, momentum=0.9), log_every_n_steps=50)
+            task = ClassificationTask(model(w), 10, partial(torch.optim.SGD, lr=0.01, momentum=0.9, fused=True),
+                                      log_every_n_steps=50)
             wall, cpu, startup = fit(task, args.seq_steps, datamodule(order_seed=0))
             seq[w] = {"wall_s_per_step": wall, "cpu_s_per_step": cpu, "startup_s": startup}
         seq_wall = sum(v["wall_s_per_step"] for v in seq.values()) * len(seeds) * args.steps
@@ -273,8 +420,10 @@ def main() -> None:
         wide_run = vectorized(wide, seeds, args.steps, threads, lanes, layout) if wide else None
         row = {"variant": spec, "threads": threads, "lanes": lanes, "layout": layout, "load_avg_1min": round(load, 1),
                "full": full, "wide": wide_run, "wide_widths": wide,
-               "fraction_of_peak": full["matmul_flop_per_s"] / peak,
-               "wide_fraction_of_peak": wide_run["matmul_flop_per_s"] / peak if wide_run else None,
+               "peak_same_threads": peak_for(threads, lanes, peaks),
+               "fraction_of_peak": full["matmul_flop_per_s"] / peak_for(threads, lanes, peaks),
+               "wide_fraction_of_peak": wide_run["matmul_flop_per_s"] / peak_for(threads, lanes, peaks) if wide_run else None,
+               "fraction_of_best_peak": full["matmul_flop_per_s"] / peak,
                "projected_full_protocol_s": full["wall_s_per_step"] * steps_per_epoch * args.epochs}
         if seq:
             row["speedup_wall"] = seq_wall / full["wall_s"]
@@ -282,7 +431,7 @@ def main() -> None:
     print(f"\n{len(args.widths)} widths x {len(seeds)} seeds = {len(args.widths) * len(seeds)} members, {args.steps} steps; "
           f"wide members: widths {wide}")
     print("| variant | load avg | groups | wall (s) | seed-steps/s | speedup (wall) vs sequential | matmul GFLOP/s | "
-          "of peak | wide members: GFLOP/s, of peak | projected 1000 epochs |")
+          "of peak (same threads) | wide members: GFLOP/s, of peak (same threads) | projected 1000 epochs |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         f, wr = r["full"], r["wide"]

@@ -114,6 +114,23 @@ def test_batchnorm_and_noisy_batchnorm_train_where_the_plain_deep_mlp_is_still_s
     assert loss["batch"] < 1.8 and loss["noisy_batch"] < 1.9, loss
 
 
+def test_batchnorm_trains_at_a_learning_rate_where_the_plain_deep_mlp_collapses(make_cfg):
+    """The learning-rate sweep's outcome, reduced (1000 MNIST-1D samples, 100 steps, seed 0) at lr 3.0, 10x the largest
+    learning rate at which the plain network trains in every seed (0.3; docs/experiments.md, 3 seeds x 7 learning
+    rates): without BatchNorm the network collapses to a constant prediction (chance loss, ln 10 = 2.303) within
+    100 steps, with BatchNorm it trains (2.31 against 1.49 at step 100)."""
+    from whylearn.cli.train import run
+
+    loss = {}
+    for norm in ("none", "batch"):
+        s = run(make_cfg(["experiment=batchnorm_lr_sweep", f"model.norm={norm}", "optimizer.lr=3.0", "logger=csv",
+                          "seed=0", "data.num_samples=1000", "trainer.max_steps=100",
+                          "trainer.check_val_every_n_epoch=100"], norm))
+        loss[norm] = s["train/loss"]
+    assert loss["none"] > 2.25, loss
+    assert loss["batch"] < 1.9, loss
+
+
 @pytest.mark.slow
 def test_batchnorm_full_run_smoother_steps_and_faster_training(make_cfg):
     """The documented 2000-step runs, seed 0: BatchNorm ends with a much lower training loss, and the loss varies
@@ -126,3 +143,56 @@ def test_batchnorm_full_run_smoother_steps_and_faster_training(make_cfg):
     assert s["noisy_batch"]["train/loss"] < s["none"]["train/loss"]
     for norm in ("batch", "noisy_batch"):
         assert s[norm]["smooth/loss_range_mean"] < 0.6 * s["none"]["smooth/loss_range_mean"]
+
+
+def _lr_report():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "lr_stability_report.py"
+    spec = importlib.util.spec_from_file_location("lr_stability_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_lr_stability_report_counts_diverged_and_untrained_seeds(tmp_path):
+    """The sweep's report: a failed job (non-finite loss) and a completed one stuck at chance do not train; the
+    largest stable learning rate is the largest grid point where every seed trains, whatever lies below it."""
+    import json
+
+    report = _lr_report()
+    jobs = {  # (norm, lr, seed): (status, final train loss)
+        ("none", 0.1, 0): ("completed", 0.9), ("none", 0.1, 1): ("completed", 1.1),
+        ("none", 1.0, 0): ("completed", 1.5), ("none", 1.0, 1): ("failed", None),
+        ("batch", 0.1, 0): ("completed", 2.1), ("batch", 0.1, 1): ("completed", 0.3),   # slow, not unstable
+        ("batch", 1.0, 0): ("completed", 0.4), ("batch", 1.0, 1): ("completed", 0.5),
+        ("batch", 10.0, 0): ("completed", 2.31), ("batch", 10.0, 1): ("completed", float("nan")),
+    }
+    for i, ((norm, lr, seed), (status, loss)) in enumerate(jobs.items()):
+        d = tmp_path / f"{i}_model.norm={norm}__optimizer.lr={lr}__seed={seed}"
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text(f"- model.norm={norm}\n- optimizer.lr={lr}\n- seed={seed}\n"
+                                                     "- experiment=batchnorm_lr_sweep\n")
+        s = {"status": status, "train/loss": loss, "test/acc": 0.5}
+        if status == "failed":
+            s = {"status": "failed", "error": "NonFiniteLossError: training loss is nan at step 7"}
+        (d / "summary.json").write_text(json.dumps(s))
+    res = report.table(report.read_jobs(tmp_path, "model.norm", "optimizer.lr"), threshold=2.0)
+    assert res["none"]["largest"] == 0.1 and res["batch"]["largest"] == 1.0
+    assert res["none"]["rows"][1.0]["diverged"] == 1 and res["none"]["rows"][1.0]["trained"] == 1
+    assert res["batch"]["rows"][10.0]["trained"] == 0 and res["batch"]["rows"][10.0]["diverged"] == 0
+    assert res["batch"]["rows"][0.1]["loss"][0] == pytest.approx(1.2)
+    with pytest.raises(SystemExit, match="no override 'data.batch_size'"):
+        report.read_jobs(tmp_path, "data.batch_size", "optimizer.lr")
+    with pytest.raises(SystemExit, match="holds no job folder"):
+        report.read_jobs(tmp_path / "0_model.norm=none__optimizer.lr=0.1__seed=0", "model.norm", "optimizer.lr")
+
+
+def test_lr_sweep_config_is_the_batchnorm_run_without_its_landscape_callbacks(make_cfg):
+    cfg = make_cfg(["experiment=batchnorm_lr_sweep"])
+    base = make_cfg(["experiment=batchnorm"], "base")
+    assert cfg.callbacks.gradient_predictiveness is None and cfg.callbacks.batchnorm_mode_gap is None
+    for key in ("model", "optimizer", "data"):
+        assert cfg[key] == base[key], key
+    assert cfg.trainer.max_steps == base.trainer.max_steps == 2000

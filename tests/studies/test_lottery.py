@@ -111,6 +111,42 @@ def test_lottery_study_aggregates_seeds_and_draws(tmp_path, one_thread):
     assert (tmp_path / "figures" / "lottery_tickets.png").stat().st_size > 5000
     agg = {"fraction": [1.0, 0.5, 0.25, 0.1], "winning/test_acc": [0.6, 0.62, 0.61, 0.55]}
     assert smallest_matching_fraction(agg) == 0.25
+    # "early in training": the first evaluation at or after 20% of the steps (step 3 of 6 here; 200 of 1000)
+    assert s["early_step"] == 3 and 0 < s["round2/winning/val_acc_early"] < 1
+    assert s["dense/val_acc_early"] == pytest.approx(sum(json.loads((tmp_path / "runs" / f"seed{i}" / "summary.json").read_text())
+                                                         ["rounds"][0]["winning"]["curve"]["val_acc"][0] for i in (0, 1)) / 2)
+    from whylearn.studies.lottery import _early
+    assert _early({"step": list(range(100, 1001, 100)), "val_acc": [i / 10 for i in range(1, 11)]}, "val_acc") == 0.2
+
+
+def test_lottery_study_combines_seeds_run_in_parallel_and_refuses_another_setup(tmp_path, one_thread):
+    """Seeds trained by separate runs (``seed=s task.analysis.num_seeds=1``) are read by a combining run with
+    ``task.analysis.reuse``, not retrained (the first rounds of a longer run); a run of another set-up is refused
+    before anything is written."""
+    from omegaconf import OmegaConf
+
+    from whylearn.studies.lottery import run_seed, study
+
+    c = _cfg(6, 2)
+    first = tmp_path / "seed0_run"  # seed 0 alone, two rounds, as a one-seed run leaves it
+    run_seed({**c, "eval_every": 3}, 0, first / "runs" / "seed0")
+    (first / ".hydra").mkdir()
+    OmegaConf.save({"task": {"analysis": {**c, "eval_every": 3, "reinit": True}}}, first / ".hydra" / "config.yaml")
+    # one round over seed 0: read from the first run, cut to this run's rounds, nothing trained
+    both = study(tmp_path / "combined", c["data"], c["model"], c["optimizer"], 6, 3, 1, 0.5, 0.25, num_seeds=1, reuse=[first])
+    assert list(both["reused"]) == ["0"] and both["seeds"] == [0] and len(both["curves"]["fraction"]) == 2
+    seed0 = json.loads((tmp_path / "combined" / "runs" / "seed0" / "summary.json").read_text())
+    earlier = json.loads((first / "runs" / "seed0" / "summary.json").read_text())
+    assert earlier["complete"] and len(earlier["rounds"]) == 3
+    assert seed0["rounds"] == earlier["rounds"][:2]  # copied (cut to this run's rounds), not retrained
+    assert both["dense/test_acc"] == earlier["rounds"][0]["winning"]["test_acc"]
+    assert both["round1/winning_minus_reinit"] == pytest.approx(earlier["rounds"][1]["winning"]["test_acc"]
+                                                                - earlier["rounds"][1]["reinit"]["test_acc"])
+    with pytest.raises(ValueError, match="ran max_steps=6, this run has max_steps=8"):
+        study(tmp_path / "other", c["data"], c["model"], c["optimizer"], 8, 3, 1, 0.5, 0.25, num_seeds=2, reuse=[first])
+    assert not (tmp_path / "other").exists()
+    with pytest.raises(FileNotFoundError, match="not a lottery run directory"):
+        study(tmp_path / "other", c["data"], c["model"], c["optimizer"], 6, 3, 1, 0.5, 0.25, reuse=[tmp_path])
 
 
 @pytest.mark.slow
@@ -128,13 +164,14 @@ def test_full_lottery_mnist1d(tmp_path):
 
 @pytest.mark.slow
 def test_full_lottery_lenet_300_100(tmp_path, shared_data):
-    """Frankle & Carbin's LeNet-300-100 on MNIST, reduced as in docs/experiments.md (7 rounds to 21.1% of the
-    weights, 600 iterations per training, one seed): the winning ticket at 21.1% beats its random re-initialization."""
+    """Frankle & Carbin's LeNet-300-100 on MNIST as measured in docs/experiments.md: the config as it ships (15 rounds to
+    3.6% of the weights, 1000 iterations per training, 3 seeds; hours on one busy core). At 21.1% the winning ticket
+    beats its random re-initialization and is at least the dense network; tickets match the dense network down to the
+    paper's 10-20% range or below."""
     from whylearn.cli.train import run
 
-    s = run(compose(["experiment=lottery_mnist", f"paths.data_dir={shared_data}", "logger=csv", "task.analysis.rounds=7",
-                     "task.analysis.max_steps=600", "task.analysis.eval_every=150", "task.analysis.report_rounds=[3,5,7]",
-                     "task.analysis.num_seeds=1"],
-                    tmp_path))
-    assert s["round7/fraction"] == pytest.approx(0.211, abs=0.002)
-    assert s["round7/winning_minus_reinit"] > 0 and s["round7/winning_minus_dense"] > -0.005
+    s = run(compose(["experiment=lottery_mnist", f"paths.data_dir={shared_data}", "logger=csv"], tmp_path))
+    assert s["round7/fraction"] == pytest.approx(0.211, abs=0.002) and s["round15/fraction"] == pytest.approx(0.036, abs=0.002)
+    verdicts = {e["quantity"]: e["verdict"] for e in s["reference"]}
+    assert verdicts["round7/winning_minus_reinit"] == "pass" and verdicts["round7/winning_minus_dense"] == "pass"
+    assert s["smallest_matching_fraction"] <= 0.2

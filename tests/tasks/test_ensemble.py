@@ -441,3 +441,22 @@ def test_members_reach_wandb_as_keys_and_a_table(tmp_path):
     assert table["columns"][:3] == ["label", "model.width", "seed"] and [r[0] for r in table["data"]] == ["width4_seed0",
                                                                                                        "width8_seed0"]
     assert table["data"][1][table["columns"].index("test/acc")] == pytest.approx(s["test/acc/width8_seed0"])
+
+
+def test_bench_sweep_times_the_fast_loop():
+    """scripts/bench_sweep.py's clock callback must not make the timed fits fall back to Lightning's own
+    loop (it did: an on_train_batch_end without whylearn_batch_hooks), or it times another loop than
+    whylearn-train runs."""
+    import importlib.util
+
+    from whylearn.tasks.base import FastTask
+    from whylearn.tasks.loop import lightning_loop_reasons
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_sweep", Path(__file__).resolve().parents[2] / "scripts" / "bench_sweep.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    task = EnsembleClassificationTask(_mlp(), 10, partial(torch.optim.SGD, **BASE_OPT), seeds=2)
+    assert lightning_loop_reasons(bench._trainer(10, bench.SteadyClock()), task, FastTask) == []
+    reasons = lightning_loop_reasons(bench._trainer(10, bench.LightningLoopClock()), task, FastTask)
+    assert reasons and "LightningLoopClock" in reasons[0]  # the comparison row: Lightning's own loop, named

@@ -18,6 +18,7 @@ the accuracy-epsilon curves (mean and sd over seeds) and the triptych.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -190,8 +191,36 @@ def study(out_dir: Path, arms: Mapping[str, Mapping[str, Any]], models: Mapping[
                      r["clean_acc"], [round(a, 3) for a in r["fgsm_acc"]], [round(a, 3) for a in r["pgd_acc"]],
                      r["fit_time_s"], r["attack_time_s"])
             results[name].append(r)
-    eps = [float(e) for e in ev["epsilons"]]
-    summary: dict[str, Any] = {"seeds": seeds, "epsilons": eps, "arms": list(arms), "curves": {}}
+    summary = aggregate(results, [float(e) for e in ev["epsilons"]])
+    draw(summary, results, {n: plain(arms[n]).get("label", n) for n in arms}, out_dir / "figures", title, triptych)
+    return summary
+
+
+def aggregate(results: Mapping[str, Sequence[Mapping[str, Any]]], epsilons: Sequence[float]) -> dict[str, Any]:
+    """Means and sample sds over seeds of :func:`run_seed`'s results, arm by arm.
+
+    Args:
+        results: arm -> its per-seed results (the dicts :func:`run_seed` returns or writes), in seed order.
+        epsilons: the budgets every result was attacked at.
+
+    Returns:
+        ``seeds`` (of the first arm), ``epsilons``, ``arms``, ``curves`` (arm -> ``fgsm``, ``pgd``, their
+        ``_sd`` and ``fgsm_confidence_wrong``, one value per epsilon) and the flat keys
+        ``<arm>/clean_acc``, ``<arm>/<attack>_acc@<eps>`` with their ``_sd``, ``<arm>/fit_time_s``.
+
+    Raises:
+        ValueError: an arm without results, or a result attacked at other budgets than ``epsilons``.
+    """
+    eps = [float(e) for e in epsilons]
+    for name, rs in results.items():
+        if not rs:
+            raise ValueError(f"arm {name!r} has no results")
+        bad = [r.get("seed") for r in rs if [float(e) for e in r["epsilons"]] != eps]
+        if bad:
+            raise ValueError(f"arm {name!r}, seeds {bad}: attacked at other budgets than {eps}")
+    first = next(iter(results.values()))
+    summary: dict[str, Any] = {"seeds": [int(r["seed"]) for r in first], "epsilons": eps, "arms": list(results),
+                               "curves": {}}
     for name, rs in results.items():
         m, sd = mean_sd([r["clean_acc"] for r in rs])
         summary[f"{name}/clean_acc"], summary[f"{name}/clean_acc_sd"] = m, sd
@@ -207,8 +236,47 @@ def study(out_dir: Path, arms: Mapping[str, Mapping[str, Any]], models: Mapping[
         curve["fgsm_confidence_wrong"] = conf
         summary["curves"][name] = curve
         summary[f"{name}/fit_time_s"] = float(np.mean([r["fit_time_s"] for r in rs]))
-    plot_accuracy_curves(summary["curves"], eps, {n: plain(arms[n]).get("label", n) for n in arms},
-                         out_dir / "figures" / "adversarial_accuracy.png", title, len(seeds))
-    plot_triptych([(plain(arms[n]).get("label", n), results[n][0]["example"]) for n in triptych],
-                  out_dir / "figures" / "adversarial_triptych.png", title)
     return summary
+
+
+def draw(summary: Mapping[str, Any], results: Mapping[str, Sequence[Mapping[str, Any]]], labels: Mapping[str, str],
+         fig_dir: Path, title: str = "", triptych: Sequence[str] | None = None, prefix: str = "adversarial") -> list[Path]:
+    """The accuracy-epsilon curves (``<prefix>_accuracy.png``: FGSM and PGD panels, mean ± sd over the seeds)
+    and the clean / perturbed / difference triptych of the first seed of each arm in ``triptych``
+    (``<prefix>_triptych.png``; default: every arm) in ``fig_dir``, from :func:`aggregate`'s ``summary``."""
+    triptych = list(results) if triptych is None else list(triptych)
+    n_seeds = min(len(rs) for rs in results.values())
+    return [plot_accuracy_curves(summary["curves"], summary["epsilons"], labels, Path(fig_dir) / f"{prefix}_accuracy.png",
+                                 title, n_seeds),
+            plot_triptych([(labels.get(n, n), results[n][0]["example"]) for n in triptych],
+                          Path(fig_dir) / f"{prefix}_triptych.png", title)]
+
+
+def load_runs(run_dirs: Sequence[str | Path], arms: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The per-seed results of one or more study runs, read from their ``runs/<arm>/seed<s>/summary.json``.
+
+    The arms or seeds of one study run as separate processes (``'~task.analysis.arms.<arm>'``, ``seed=<s>
+    task.analysis.num_seeds=1``) give the per-seed results the whole study gives in one; this collects them
+    for :func:`aggregate` and :func:`draw`. Arms come in the order of ``arms`` (default: as first found), seeds
+    in increasing order.
+
+    Raises:
+        ValueError: a folder without per-seed summaries, an (arm, seed) found in two folders, or an arm of
+            ``arms`` found in none.
+    """
+    found: dict[str, dict[int, tuple[Path, dict[str, Any]]]] = {}
+    for d in run_dirs:
+        paths = sorted(Path(d).glob("runs/*/seed*/summary.json"))
+        if not paths:
+            raise ValueError(f"{d}: no per-seed summaries (runs/<arm>/seed<s>/summary.json)")
+        for p in paths:
+            r = json.loads(p.read_text())
+            arm, seed = p.parent.parent.name, int(r["seed"])
+            if seed in found.setdefault(arm, {}):
+                raise ValueError(f"arm {arm!r} seed {seed} is in two folders: {found[arm][seed][0]} and {p}")
+            found[arm][seed] = (p, r)
+    order = list(found) if arms is None else list(arms)
+    missing = [a for a in order if a not in found]
+    if missing:
+        raise ValueError(f"arms {missing} are in none of {[str(d) for d in run_dirs]}; found: {sorted(found)}")
+    return {a: [found[a][s][1] for s in sorted(found[a])] for a in order}

@@ -20,6 +20,7 @@ and draws accuracy and early-stopping iteration against the fraction of weights 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter
 
 from whylearn.analysis.plotting import save_figure, subplots
 from whylearn.analysis.pruning import apply_masks, fraction_remaining, layer_rates, masks, prune_by_magnitude, rewind
@@ -49,21 +51,46 @@ log = logging.getLogger("whylearn")
 REINIT_SEED_OFFSET = 100_003  # round r of seed s re-initializes with seed s + REINIT_SEED_OFFSET * r
 
 
+class TrackValKeepBest(TrackSplits):
+    """:class:`TrackSplits` on the validation split that also keeps a copy of the model's state at the evaluation
+    with the lowest validation loss, so the test split is measured twice (there and at the end) instead of at
+    every evaluation: the early-stopping point is chosen on validation only, as in Frankle & Carbin 2019, Sec. 2."""
+
+    whylearn_batch_hooks = "per_step"  # reads the step count and evaluates: the fast loop calls it after every step
+
+    def __init__(self, every: int) -> None:
+        super().__init__(("val",), every)
+        self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+
+    def measure(self, trainer, pl_module) -> None:
+        super().measure(trainer, pl_module)
+        row = self.rows[-1]
+        if self.best is None or row["val_loss"] < self.best[0]:
+            self.best = (row["val_loss"], row["step"], copy.deepcopy(pl_module.model.state_dict()))
+
+
 def train_ticket(model: torch.nn.Module, dm, optimizer: Mapping[str, Any], max_steps: int, eval_every: int) -> dict[str, Any]:
-    """Train ``model`` (pruned or not) for ``max_steps`` steps, measuring validation and test every ``eval_every``
-    steps; return the early-stopping iteration (minimum validation loss; Frankle & Carbin 2019, Sec. 2), the
-    test accuracy there and at the end, and the curve."""
+    """Train ``model`` (pruned or not) for ``max_steps`` steps, measuring validation loss and accuracy every
+    ``eval_every`` steps; return the early-stopping iteration (minimum validation loss; Frankle & Carbin 2019,
+    Sec. 2), the test accuracy of the model as it was there and at the end, and the validation curve.
+    The model is left in its final (not its early-stopped) state."""
     task = ClassificationTask(model, dm.num_classes, optimizer_factory(optimizer), log_every_n_steps=10**9)
-    track = TrackSplits(("val", "test"), eval_every)
+    track = TrackValKeepBest(eval_every)
     trainer = quiet_trainer(max_steps, callbacks=[track])
     t0 = time.perf_counter()
     trainer.fit(task, datamodule=dm)
+    bs = getattr(dm, "eval_batch_size", 4096)
+    final_test = task.evaluate(dm.test.x, dm.test.y, batch_size=bs)
+    final_state = copy.deepcopy(model.state_dict())
+    best_loss, best_step, best_state = track.best
+    model.load_state_dict(best_state)
+    best_test = task.evaluate(dm.test.x, dm.test.y, batch_size=bs)
+    model.load_state_dict(final_state)
     rows = track.rows
-    best = min(rows, key=lambda r: r["val_loss"])
-    return {"early_stop_step": best["step"], "test_acc": best["test_acc"], "val_loss": best["val_loss"],
-            "final_test_acc": rows[-1]["test_acc"], "steps": int(trainer.global_step),
+    return {"early_stop_step": best_step, "test_acc": best_test["acc"], "val_loss": best_loss,
+            "final_test_acc": final_test["acc"], "steps": int(trainer.global_step),
             "fit_time_s": round(time.perf_counter() - t0, 2),
-            "curve": {k: [r[k] for r in rows] for k in ("step", "val_loss", "test_acc")}}
+            "curve": {k: [r[k] for r in rows] for k in ("step", "val_loss", "val_acc")}}
 
 
 def run_seed(cfg: Mapping[str, Any], seed: int, out_dir: Path | None = None) -> dict[str, Any]:
@@ -108,19 +135,31 @@ def run_seed(cfg: Mapping[str, Any], seed: int, out_dir: Path | None = None) -> 
                  row["fraction"], winning["test_acc"], winning["early_stop_step"],
                  "" if reinit is None else f"; random reinit {reinit['test_acc']:.4f} at step {reinit['early_stop_step']}")
         out_rounds.append(row)
-    out = {"seed": int(seed), "rates": rates, "rounds": out_rounds}
-    if out_dir is not None:
-        write_json(Path(out_dir) / "summary.json", out)
+        out = {"seed": int(seed), "rates": rates, "rounds": out_rounds, "complete": r == int(cfg["rounds"])}
+        if out_dir is not None:  # after every round: an interrupted run keeps the rounds it finished
+            write_json(Path(out_dir) / "summary.json", out)
     return out
+
+
+EARLY_FRACTION = 0.2  # "early in training": the first evaluation at or after 20% of a training's steps
+
+
+def _early(curve: Mapping[str, list], key: str) -> float:
+    """``curve[key]`` at the first evaluation at or after :data:`EARLY_FRACTION` of the curve's last step."""
+    steps = curve["step"]
+    i = next(j for j, st in enumerate(steps) if st >= EARLY_FRACTION * steps[-1])
+    return float(curve[key][i])
 
 
 def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sd over seeds, per round, of the fraction, each arm's early-stop test accuracy, early-stop
-    step and final test accuracy."""
+    step, final test accuracy, ``speedup`` (per seed, the dense network's early-stopping iteration over the arm's:
+    Frankle & Carbin's "learns faster" is speedup > 1) and ``val_acc_early`` (validation accuracy at the first
+    evaluation at or after 20% of the steps, e.g. step 200 of 1000: faster learning as in their Fig. 3)."""
     n_rounds = min(len(r["rounds"]) for r in results)
     agg: dict[str, list] = {"round": list(range(n_rounds)), "fraction": []}
     for arm in ("winning", "reinit"):
-        for q in ("test_acc", "early_stop_step", "final_test_acc"):
+        for q in ("test_acc", "early_stop_step", "final_test_acc", "speedup", "val_acc_early"):
             agg[f"{arm}/{q}"], agg[f"{arm}/{q}_sd"] = [], []
     for i in range(n_rounds):
         agg["fraction"].append(float(np.mean([r["rounds"][i]["fraction"] for r in results])))
@@ -130,6 +169,18 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
                 m, s = mean_sd(vals)
                 agg[f"{arm}/{q}"].append(m)
                 agg[f"{arm}/{q}_sd"].append(s)
+            # validation accuracy early in training (the first evaluation at or after EARLY_FRACTION of the steps):
+            # Frankle & Carbin's Fig. 3 "reaches higher accuracy faster", a speed that the budget does not cap
+            early = [_early(r["rounds"][i][arm]["curve"], "val_acc") for r in results if r["rounds"][i][arm] is not None]
+            m, s = mean_sd(early)
+            agg[f"{arm}/val_acc_early"].append(m)
+            agg[f"{arm}/val_acc_early_sd"].append(s)
+            # per seed: the dense network's early-stopping iteration over this arm's (> 1: this arm learns faster)
+            ratios = [r["rounds"][0]["winning"]["early_stop_step"] / max(r["rounds"][i][arm]["early_stop_step"], 1)
+                      for r in results if r["rounds"][i][arm] is not None]
+            m, s = mean_sd(ratios)
+            agg[f"{arm}/speedup"].append(m)
+            agg[f"{arm}/speedup_sd"].append(s)
     return agg
 
 
@@ -141,10 +192,66 @@ def smallest_matching_fraction(agg: Mapping[str, list], arm: str = "winning") ->
     return float(min(ok)) if ok else 1.0
 
 
+SETUP_KEYS = ("data", "model", "optimizer", "max_steps", "eval_every", "hidden_rate", "output_rate", "reinit")
+
+
+def _setup(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a study's config that decides a seed's numbers: :data:`SETUP_KEYS`, the data's location excluded."""
+    out = {k: plain(cfg.get(k)) for k in SETUP_KEYS}
+    out["reinit"] = bool(True if out["reinit"] is None else out["reinit"])
+    if isinstance(out["data"], Mapping):
+        out["data"] = {k: v for k, v in out["data"].items() if k != "data_dir"}
+    return out
+
+
+def read_seed_runs(run_dirs: list[str | Path], seeds: list[int],
+                   cfg: Mapping[str, Any]) -> dict[int, tuple[Path, dict[str, Any]]]:
+    """The seeds of ``seeds`` that earlier runs of this study already trained with the same set-up, e.g. one run
+    per seed launched in parallel (``seed=s task.analysis.num_seeds=1``) and combined by a last run.
+
+    Args:
+        run_dirs: run directories of earlier runs (each holds Hydra's ``.hydra/config.yaml`` and this study's
+            ``runs/seed<s>/summary.json``).
+        seeds: the seeds wanted. cfg: this run's set-up (see :func:`run_seed`).
+
+    Returns:
+        ``{seed: (summary path, run_seed's result)}`` for the wanted seeds found (the first directory wins) with at
+        least ``cfg["rounds"]`` pruning rounds done (a longer or interrupted run's first rounds; the procedure is
+        sequential, so they are what this run would train), cut to ``cfg["rounds"]``.
+
+    Raises:
+        FileNotFoundError: a directory is not a run directory of this study.
+        ValueError: a directory's set-up (:data:`SETUP_KEYS`: all but the number of rounds and the data's location)
+            differs from ``cfg``;
+            the message names the first differing key and both values.
+    """
+    from omegaconf import OmegaConf
+
+    ours, found = _setup(cfg), {}
+    for d in map(Path, run_dirs):
+        hydra_cfg = d / ".hydra" / "config.yaml"
+        if not hydra_cfg.is_file() or not (d / "runs").is_dir():
+            raise FileNotFoundError(f"task.analysis.reuse: {str(d)!r} is not a lottery run directory (needs .hydra/config.yaml "
+                                    "and runs/seed<s>/summary.json)")
+        node = OmegaConf.load(hydra_cfg).get("task", {}).get("analysis", {})
+        theirs = _setup(OmegaConf.to_container(node, resolve=False) if node else {})
+        for k in SETUP_KEYS:
+            if theirs[k] != ours[k]:
+                raise ValueError(f"task.analysis.reuse: {str(d)!r} ran {k}={theirs[k]!r}, this run has {k}={ours[k]!r}; "
+                                 "only runs of the same set-up can be combined")
+        for s in seeds:
+            path = d / "runs" / f"seed{s}" / "summary.json"
+            if s not in found and path.is_file():
+                res = json.loads(path.read_text())
+                if len(res["rounds"]) > int(cfg["rounds"]):  # the first rounds of a longer run are this run's rounds
+                    found[s] = (path, {**res, "rounds": res["rounds"][: int(cfg["rounds"]) + 1]})
+    return found
+
+
 def study(out_dir: Path, data: Mapping[str, Any], model: Mapping[str, Any], optimizer: Mapping[str, Any], max_steps: int,
           eval_every: int, rounds: int, hidden_rate: float = 0.2, output_rate: float = 0.1, reinit: bool = True,
           report_rounds: list[int] | None = None, seed: int = 0, num_seeds: int = 3, title: str = "",
-          smoke: bool = False) -> dict[str, Any]:
+          smoke: bool = False, reuse: list[str] | None = None) -> dict[str, Any]:
     """Run :func:`run_seed` for seeds ``seed .. seed + num_seeds - 1``; aggregate; draw the figures.
 
     Args:
@@ -153,13 +260,19 @@ def study(out_dir: Path, data: Mapping[str, Any], model: Mapping[str, Any], opti
         report_rounds: rounds whose numbers go into the summary as ``round<r>/...`` (default: every round).
         seed, num_seeds: the seeds. title: the figures' title prefix.
         smoke: a smoke test (``debug=fast_dev_run``): 2 rounds of 4 steps, one seed; the numbers mean nothing.
+        reuse: run directories of earlier runs of the same set-up (:func:`read_seed_runs`); the seeds they hold
+            are read (and copied into this run's ``runs/``), the others trained. Ignored in a smoke test.
 
     Returns:
         For summary.json: ``dense/test_acc`` and ``dense/early_stop_step``; per reported round r
         ``round<r>/fraction``, ``round<r>/winning/test_acc``, ``round<r>/reinit/test_acc``,
         ``round<r>/winning/early_stop_step``, ``round<r>/reinit/early_stop_step`` (means, and ``_sd``),
         ``round<r>/winning_minus_dense``, ``round<r>/winning_minus_reinit`` and
-        ``round<r>/early_stop_speedup`` (dense early-stop step over the ticket's);
+        ``round<r>/winning/val_acc_early`` and ``round<r>/reinit/val_acc_early`` (validation accuracy at step
+        ``early_step``, 20% of the budget; ``dense/val_acc_early`` for the dense network),
+        ``round<r>/val_acc_early_minus_dense`` (the ticket's minus the dense network's),
+        ``round<r>/early_stop_speedup`` (per seed, the dense early-stop step over the ticket's; mean and ``_sd``)
+        and ``round<r>/reinit/early_stop_speedup``;
         ``smallest_matching_fraction``; ``curves`` (every round's aggregates).
     """
     out_dir = Path(out_dir)
@@ -168,11 +281,22 @@ def study(out_dir: Path, data: Mapping[str, Any], model: Mapping[str, Any], opti
            "rounds": int(rounds), "hidden_rate": hidden_rate, "output_rate": output_rate, "reinit": bool(reinit)}
     if smoke:
         cfg.update(max_steps=4, eval_every=2, rounds=2)
-    results = [run_seed(cfg, s, out_dir / "runs" / f"seed{s}") for s in seeds]
+    done = {} if smoke or not reuse else read_seed_runs(list(reuse), seeds, cfg)  # checked before anything is trained
+    results = []
+    for s in seeds:
+        if s in done:
+            log.info("lottery seed %d: read from %s (not retrained)", s, done[s][0])
+            write_json(out_dir / "runs" / f"seed{s}" / "summary.json", done[s][1])
+            results.append(done[s][1])
+        else:
+            results.append(run_seed(cfg, s, out_dir / "runs" / f"seed{s}"))
     agg = aggregate(results)
     summary: dict[str, Any] = {"seeds": seeds, "rates": results[0]["rates"], "curves": agg,
+                               "reused": {str(s): str(done[s][0]) for s in done},
                                "dense/test_acc": agg["winning/test_acc"][0], "dense/test_acc_sd": agg["winning/test_acc_sd"][0],
                                "dense/early_stop_step": agg["winning/early_stop_step"][0],
+                               "dense/val_acc_early": agg["winning/val_acc_early"][0],
+                               "early_step": int(_early(results[0]["rounds"][0]["winning"]["curve"], "step")),
                                "smallest_matching_fraction": smallest_matching_fraction(agg)}
     for r in (range(1, len(agg["round"])) if report_rounds is None else [int(x) for x in report_rounds]):
         if not 0 < r < len(agg["round"]):
@@ -185,15 +309,20 @@ def study(out_dir: Path, data: Mapping[str, Any], model: Mapping[str, Any], opti
                 summary[f"{p}/{arm}/{q}_sd"] = agg[f"{arm}/{q}_sd"][r]
         summary[f"{p}/winning_minus_dense"] = agg["winning/test_acc"][r] - agg["winning/test_acc"][0]
         summary[f"{p}/winning_minus_reinit"] = agg["winning/test_acc"][r] - agg["reinit/test_acc"][r]
-        summary[f"{p}/early_stop_speedup"] = agg["winning/early_stop_step"][0] / max(agg["winning/early_stop_step"][r], 1)
+        summary[f"{p}/winning/val_acc_early"] = agg["winning/val_acc_early"][r]
+        summary[f"{p}/reinit/val_acc_early"] = agg["reinit/val_acc_early"][r]
+        summary[f"{p}/val_acc_early_minus_dense"] = agg["winning/val_acc_early"][r] - agg["winning/val_acc_early"][0]
+        summary[f"{p}/early_stop_speedup"] = agg["winning/speedup"][r]
+        summary[f"{p}/early_stop_speedup_sd"] = agg["winning/speedup_sd"][r]
+        summary[f"{p}/reinit/early_stop_speedup"] = agg["reinit/speedup"][r]
     plot_tickets(agg, results, out_dir / "figures" / "lottery_tickets.png", title)
     return summary
 
 
 def plot_tickets(agg: Mapping[str, list], results: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Frankle & Carbin's Figs. 3-4 in one: test accuracy at early stop and the early-stopping iteration against
-    the fraction of weights remaining (winning tickets vs random re-initialization, mean +- sd over seeds), and
-    the test accuracy of some winning tickets during training (seed 0)."""
+    the fraction of weights remaining (winning tickets vs random re-initialization, mean with +- sd error bars and
+    band over seeds), and the validation accuracy of some winning tickets during training (the first seed)."""
     frac = 100 * np.asarray(agg["fraction"])
     fig, axes = subplots(3, 1, width=4.8, height=3.8)
     n = len(results)
@@ -203,10 +332,14 @@ def plot_tickets(agg: Mapping[str, list], results: list[dict[str, Any]], path: P
                                   ("reinit", "s--", "same mask, random reinit")):
             mu, sd = np.asarray(agg[f"{arm}/{q}"], dtype=float), np.nan_to_num(np.asarray(agg[f"{arm}/{q}_sd"], dtype=float))
             keep = np.isfinite(mu)
-            line, = ax.plot(frac[keep], mu[keep], style, ms=4, label=label)
+            line = ax.errorbar(frac[keep], mu[keep], yerr=sd[keep], fmt=style, ms=4, capsize=2, label=label).lines[0]
             ax.fill_between(frac[keep], (mu - sd)[keep], (mu + sd)[keep], color=line.get_color(), alpha=0.2)
         ax.axhline(agg[f"winning/{q}"][0], color="k", ls=":", lw=1, label="dense network")
         ax.set_xscale("log")
+        ticks = [t for t in (100, 50, 20, 10, 5, 2, 1) if frac.min() * 0.9 <= t <= 100]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FixedFormatter([f"{t:g}" for t in ticks]))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.invert_xaxis()
         ax.set_xlabel("weights remaining (%)")
         ax.set_ylabel(ylabel)
@@ -217,9 +350,9 @@ def plot_tickets(agg: Mapping[str, list], results: list[dict[str, Any]], path: P
     show = sorted({0, min(3, len(rounds) - 1), min(7, len(rounds) - 1), len(rounds) - 1})
     for i in show:
         c = rounds[i]["winning"]["curve"]
-        ax.plot(c["step"], c["test_acc"], label=f"{100 * rounds[i]['fraction']:.1f}% remaining")
+        ax.plot(c["step"], c["val_acc"], label=f"{100 * rounds[i]['fraction']:.1f}% remaining")
     ax.set_xlabel("training iteration")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("validation accuracy")
     ax.set_title(f"winning tickets during training (seed {results[0]['seed']})", fontsize=9)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
