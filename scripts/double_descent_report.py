@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from whylearn.analysis.plotting import save_figure  # noqa: E402
 from whylearn.analysis.stats import compare_groups, describe_double_descent, mean_ci  # noqa: E402
-from whylearn.analyze import load_sweep  # noqa: E402
+from whylearn.cli.analyze import load_sweep  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # UDL Fig. 8.10b, read from its vector data (udlbook PDFFigures/UDLChap8PDF.zip, PerfDoubleDescent.pdf); approx.
@@ -162,7 +162,7 @@ def main() -> None:
     wall = None
     if args.run:
         run_dir = ROOT / "outputs" / "double_descent_mnist1d" / "report" / time.strftime("%Y-%m-%d_%H-%M-%S")
-        cmd = [sys.executable, "-m", "whylearn.train", "experiment=double_descent_mnist1d", "logger=csv",
+        cmd = [sys.executable, "-m", "whylearn.cli.train", "experiment=double_descent_mnist1d", "logger=csv",
                f"hydra.run.dir={run_dir}", "progress=lines", *args.overrides]
         print("$", " ".join(cmd), flush=True)
         t0 = time.perf_counter()

@@ -48,8 +48,8 @@ def evaluate_run(path: str) -> dict:
     from omegaconf import OmegaConf
 
     from whylearn import build
-    from whylearn.checkpoints import load_checkpoint
-    from whylearn.sample import find_checkpoint
+    from whylearn.cli.sample import find_checkpoint
+    from whylearn.runs.checkpoints import load_checkpoint
 
     ckpt, run = find_checkpoint(path)
     cfg = OmegaConf.load(run / "config.yaml")

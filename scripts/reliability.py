@@ -51,8 +51,8 @@ LM = ("experiment=shakespeare_char_cpu data.path=$W/text/input.txt data.cache_di
       "threads=1")
 TEXT = ("ROMEO: To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
         "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n") * 40
-ENTRIES = {"whylearn-train": "whylearn.train", "whylearn-eval": "whylearn.evaluate", "whylearn-sample": "whylearn.sample",
-           "whylearn-landscape": "whylearn.analysis.posthoc"}
+ENTRIES = {"whylearn-train": "whylearn.cli.train", "whylearn-eval": "whylearn.cli.eval", "whylearn-sample": "whylearn.cli.sample",
+           "whylearn-landscape": "whylearn.cli.landscape"}
 CATEGORIES = {"C": "config", "D": "data", "N": "numerics", "K": "checkpoints", "S": "signals", "X": "kill -9",
               "P": "concurrency", "W": "W&B", "M": "sampling"}
 CODE = re.compile(r"^(raise |return |File \"|[~^]+$|Error executing job with overrides)|\bf[\"']")  # not messages
@@ -291,7 +291,7 @@ def _signal_runner(sig: int, template: str = "$LONG", at_step: int = 27) -> Call
         (case_dir / "template.txt").write_text(template)
         argv = entry_argv("whylearn-train") + expand(f"{template} hydra.run.dir={run_dir} paths.root_dir=$CASE", ctx, case_dir)
         t0 = time.perf_counter()
-        p = subprocess.Popen(argv + ["+callbacks.freeze._target_=whylearn.jobs.SignalAtStep", f"+callbacks.freeze.step={at_step}",
+        p = subprocess.Popen(argv + ["+callbacks.freeze._target_=whylearn.runs.preemption.SignalAtStep", f"+callbacks.freeze.step={at_step}",
                                      "+callbacks.freeze.signal_name=SIGSTOP"],
                              cwd=case_dir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         out = []
@@ -334,7 +334,7 @@ def kill9_runner(ctx, case_dir, case, template: str = "$LONG") -> Result:
     run_dir = case_dir / "run"
     (case_dir / "template.txt").write_text(template)
     res = run(entry_argv("whylearn-train") + expand(
-        f"{template} hydra.run.dir={run_dir} paths.root_dir=$CASE +callbacks.fault._target_=whylearn.jobs.SignalAtStep "
+        f"{template} hydra.run.dir={run_dir} paths.root_dir=$CASE +callbacks.fault._target_=whylearn.runs.preemption.SignalAtStep "
         f"+callbacks.fault.step=27 +callbacks.fault.signal_name=SIGKILL", ctx, case_dir), case_dir)
     (case_dir / "first.json").write_text(json.dumps({"rc": res.rc, "steps": csv_steps(run_dir), "summary": summary(run_dir)}))
     steps = csv_steps(run_dir)
@@ -353,9 +353,9 @@ def rows_up_to_checkpoint(ctx, case_dir, res) -> str | None:
 def simultaneous_runner(ctx, case_dir, case) -> Result:
     starter = case_dir / "start_together.py"
     starter.write_text(
-        "import datetime as dt, sys, time\nimport whylearn.identity as identity\n"
+        "import datetime as dt, sys, time\nimport whylearn.runs.identity as identity\n"
         "class SameSecond(dt.datetime):\n    @classmethod\n    def now(cls, tz=None):\n        return cls(2026, 1, 1, 12, 0, 0)\n"
-        "identity.datetime = SameSecond\nfrom whylearn.train import main\n"
+        "identity.datetime = SameSecond\nfrom whylearn.cli.train import main\n"
         "start = float(sys.argv[1]); sys.argv = ['whylearn-train'] + sys.argv[2:]\n"
         "time.sleep(max(0.0, start - time.time()))\nmain()\n")
     start = time.time() + 15
@@ -538,7 +538,7 @@ def cases() -> list[Case]:
              verdict="checkpoint at the next chunk; the resume logs each step once"),
         # -- kill -9 --------------------------------------------------------------------------------
         Case(X, "kill -9 mid-epoch, then resume", "whylearn-train $LONG hydra.run.dir=$CASE/run +callbacks.fault."
-             "_target_=whylearn.jobs.SignalAtStep +callbacks.fault.step=27 +callbacks.fault.signal_name=SIGKILL; "
+             "_target_=whylearn.runs.preemption.SignalAtStep +callbacks.fault.step=27 +callbacks.fault.signal_name=SIGKILL; "
              "then ckpt_path=last", r"after kill -9: metrics\.csv holds steps 1\.\.", rc="-9", runner=kill9_runner,
              checks=[rows_up_to_checkpoint, resumed_completes],
              verdict="every row up to the last checkpoint kept; the resume redoes the rest, each step once"),
@@ -569,7 +569,7 @@ def cases() -> list[Case]:
              "paths.root_dir=$CASE hydra.run.dir=$CASE/run", r"log_model|artifact", rc="any",
              verdict="no crash: the final checkpoint as an artifact, or a clear refusal"),
         Case(W, "W&B after kill -9 and resume", "whylearn-train $LONG logger=default hydra.run.dir=$CASE/run +callbacks.fault."
-             "_target_=whylearn.jobs.SignalAtStep +callbacks.fault.step=27 +callbacks.fault.signal_name=SIGKILL; then "
+             "_target_=whylearn.runs.preemption.SignalAtStep +callbacks.fault.step=27 +callbacks.fault.signal_name=SIGKILL; then "
              "ckpt_path=last", r"after kill -9: metrics\.csv holds steps 1\.\.", rc="-9",
              runner=lambda ctx, d, c: kill9_runner(ctx, d, c, "$LONG logger=default"),
              checks=[resumed_completes, wandb_rows_once], verdict="one train/loss row per step in W&B after the resume"),

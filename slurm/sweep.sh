@@ -10,6 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${WHYLEARN_PYTHON:-.venv/bin/python}
-exec "$PY" -m whylearn.train -m hydra/launcher=slurm \
+exec "$PY" -m whylearn.cli.train -m hydra/launcher=slurm \
   hydra.launcher.partition="${PARTITION:-gpu}" hydra.launcher.gpus_per_node="${GPUS:-1}" \
   hydra.launcher.timeout_min="${TIME_MIN:-240}" progress=lines "$@"

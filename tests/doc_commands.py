@@ -217,8 +217,8 @@ def peel(tokens: list[str]) -> tuple[dict, list[str]]:
 SCRIPT_SH = r"(\./)?scripts/[\w-]+\.sh$"
 ENTRY_POINTS = {"whylearn-train": "train", "whylearn-eval": "eval", "whylearn-analyze": "analyze",
                 "whylearn-sample": "sample", "whylearn-landscape": "landscape"}
-MODULES = {"whylearn.train": "train", "whylearn.evaluate": "eval", "whylearn.analyze": "analyze",
-           "whylearn.sample": "sample", "whylearn.analysis.posthoc": "landscape"}
+MODULES = {"whylearn.cli.train": "train", "whylearn.cli.eval": "eval", "whylearn.cli.analyze": "analyze",
+           "whylearn.cli.sample": "sample", "whylearn.cli.landscape": "landscape"}
 
 
 def classify_argv(argv: list[str]) -> tuple[str, list[str]]:
@@ -380,7 +380,7 @@ SHIM = textwrap.dedent('''\
                                 "env": {{k: v for k, v in os.environ.items() if base.get(k) != v
                                          and not k.startswith("DOCTEST_")}}}}) + "\\n")
         sys.exit(0)
-    if module == "whylearn.train":
+    if module == "whylearn.cli.train":
         args = [*args, *json.loads(os.environ.get("DOCTEST_APPEND", "[]"))]
     os.execv(REAL, [REAL, *(["-m", module] if module else []), *args])
 ''')

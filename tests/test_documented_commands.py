@@ -13,7 +13,7 @@ block made. Runs are shortened only by appended overrides: ``debug=fast_dev_run`
 ``trainer.max_steps=N`` for a run whose folder a later command reads (fast_dev_run renames the task).
 
 Default suite (``test_documented_block``), in this process to spare ~5 s of imports per command:
-- ``whylearn-train ...``: Hydra's main of whylearn.train with ``sys.argv`` = the command's words plus
+- ``whylearn-train ...``: Hydra's main of whylearn.cli.train with ``sys.argv`` = the command's words plus
   the shortening. The run is composed, built (data, model, task, loggers, trainer) and stopped at its
   first optimizer step, once a loss and its gradients exist (an analysis task, whose one "batch" is the
   whole study, as that batch starts); it runs to its shortened end when a later whylearn-eval,
@@ -206,7 +206,8 @@ def sbatch_gpu_reason(argv: list[str]) -> str | None:
 
 def task_name(args: list[str]) -> str:
     """The task_name a whylearn-train command runs under (names outputs/<task_name>/): an explicit override,
-    else the debug or experiment config's own (read from its yaml), else train.yaml's."""
+    else the debug or experiment config's own (read from its yaml), else the experiment's name (train.yaml's
+    default), else ``train``."""
     import yaml
 
     def value(key):
@@ -220,7 +221,7 @@ def task_name(args: list[str]) -> str:
         f = ROOT / "conf" / group / f"{name}.yaml"
         if name and f.is_file() and (yaml.safe_load(f.read_text()) or {}).get("task_name"):
             return yaml.safe_load(f.read_text())["task_name"]
-    return "train"
+    return value("experiment") or "train"
 
 
 class BlockRun:
@@ -388,7 +389,7 @@ class BlockRun:
             assert (self.root / "outputs").is_dir(), f"with WHYLEARN_ROOT={self.root}, no outputs/ under the root"
 
     def hydra_main(self, prog: str, args: list[str], env: dict, cwd: Path, jobs: str = "complete") -> int:
-        """Hydra's main of whylearn.train (or whylearn.evaluate) in this process; the number of jobs of a multirun.
+        """Hydra's main of whylearn.cli.train (or whylearn.cli.eval) in this process; the number of jobs of a multirun.
 
         jobs: "complete", "start" (a run stops after its first training batch) or "compose" (no run is built).
         A multirun launches its first job (as ``jobs`` says) and its last (composed), then stops.
@@ -397,7 +398,7 @@ class BlockRun:
         from hydra.core.plugins import Plugins
         from omegaconf import OmegaConf
 
-        import whylearn.train as T
+        import whylearn.cli.train as T
         from whylearn import build
 
         seen = []
@@ -437,7 +438,7 @@ class BlockRun:
             launcher.launch = trimmed
             return launcher
 
-        main = T.main if prog == "whylearn-train" else __import__("whylearn.evaluate", fromlist=["main"]).main
+        main = T.main if prog == "whylearn-train" else __import__("whylearn.cli.eval", fromlist=["main"]).main
         self._wait_next_second()
         with _isolated(cwd, env) as mp:
             mp.setattr(sys, "argv", [prog, *args])

@@ -16,8 +16,9 @@ import pytest  # noqa: E402
 from omegaconf import OmegaConf, open_dict  # noqa: E402
 
 from conftest import ROOT, compose  # noqa: E402
-from whylearn import fidelity, reference  # noqa: E402
-from whylearn.analyze import main as analyze_main  # noqa: E402
+from whylearn import reference  # noqa: E402
+from whylearn.cli.analyze import main as analyze_main  # noqa: E402
+from whylearn.studies import fidelity  # noqa: E402
 
 GOOD = {"quantity": "test/acc", "published": 0.68, "source": "Greydanus 2020, README baselines (MLP)", "tolerance": 0.02}
 
@@ -115,7 +116,7 @@ SMALL = ["experiment=mnist1d_mlp", "data.num_samples=1000", "trainer.max_epochs=
 
 
 def test_a_run_writes_published_beside_measured_and_reports_it(tmp_path, caplog):
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     cfg = compose(SMALL, tmp_path)
     block = [dict(GOOD), {**GOOD, "quantity": "train/acc", "published": 0.0, "tolerance": 0.0, "relation": "at_least"},
@@ -135,7 +136,7 @@ def test_a_run_writes_published_beside_measured_and_reports_it(tmp_path, caplog)
 
 
 def test_a_malformed_block_stops_the_run_before_anything_is_written(tmp_path):
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     cfg = compose(SMALL, tmp_path)
     with open_dict(cfg):
@@ -245,12 +246,12 @@ def test_fidelity_all_lists_every_experiment_and_writes_the_docs_section(tmp_pat
 
 def test_fidelity_cli_over_a_real_run(tmp_path):
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")}
-    train = [sys.executable, "-m", "whylearn.train", *SMALL, f"paths.root_dir={tmp_path}"]
+    train = [sys.executable, "-m", "whylearn.cli.train", *SMALL, f"paths.root_dir={tmp_path}"]
     res = subprocess.run(train, capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "published beside measured" in res.stdout + res.stderr
     summary = json.loads(next((tmp_path / "outputs").rglob("summary.json")).read_text())
-    res = subprocess.run([sys.executable, "-m", "whylearn.analyze", "fidelity", str(tmp_path / "outputs")],
+    res = subprocess.run([sys.executable, "-m", "whylearn.cli.analyze", "fidelity", str(tmp_path / "outputs")],
                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
     assert res.returncode == 0, res.stderr
     acc = reference.format_value(summary["test/acc"])

@@ -50,8 +50,8 @@ def _run_file(run_dir: Path) -> Path:
 
 
 def test_offline_run_holds_the_resolved_config_name_group_job_type_and_tags(tmp_path):
+    from whylearn.cli.train import run
     from whylearn.loggers import read_wandb_run
-    from whylearn.train import run
 
     cfg = compose(["experiment=mnist1d_mlp", "data.num_samples=1000", "trainer.max_epochs=2", "optimizer.lr=0.05",
                    "threads=1", "logger=many", "tags=[first-hour]", "model.hidden=[24,24]"], tmp_path)
@@ -78,7 +78,7 @@ def test_offline_run_holds_the_resolved_config_name_group_job_type_and_tags(tmp_
 def test_multirun_jobs_have_their_own_names_one_group_and_the_sweep_job_type(tmp_path):
     from whylearn.loggers import read_wandb_run
 
-    cmd = [sys.executable, "-m", "whylearn.train", "-m", "experiment=mnist1d_mlp", "data.num_samples=1000",
+    cmd = [sys.executable, "-m", "whylearn.cli.train", "-m", "experiment=mnist1d_mlp", "data.num_samples=1000",
            "trainer.max_epochs=1", "threads=1", "logger=wandb", "model.hidden=[8],[16]"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -94,8 +94,8 @@ def test_multirun_jobs_have_their_own_names_one_group_and_the_sweep_job_type(tmp
 
 
 def test_log_model_offline_logs_the_final_checkpoint_as_a_model_artifact(tmp_path, monkeypatch, caplog):
+    from whylearn.cli.train import run
     from whylearn.loggers import read_wandb_run
-    from whylearn.train import run
 
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # W&B stages artifact files here
     caplog.set_level(logging.INFO, logger="whylearn.loggers")
@@ -147,8 +147,8 @@ def test_bad_wandb_options_are_refused_naming_the_option(tmp_path):
 
 
 def test_watch_logs_gradient_histograms_at_their_steps(tmp_path):
+    from whylearn.cli.train import run
     from whylearn.loggers import read_wandb_run
-    from whylearn.train import run
 
     # 16 steps (8 per epoch, chunks of 8): a histogram of each parameter's gradient at steps 0, 4, 8, 12
     run(compose(SMALL + ["logger=wandb", "logger.wandb.watch=gradients", "logger.wandb.watch_log_freq=4"], tmp_path))
@@ -166,11 +166,11 @@ def test_watch_logs_gradient_histograms_at_their_steps(tmp_path):
 def killed_run(tmp_path_factory):
     """A run killed with SIGKILL at step 30 (epoch 1; last checkpoint at step 18) after its W&B run
     file holds the rows up to step 29. Returns its folder (W&B run id ``killtest``)."""
-    from whylearn.jobs import checkpoint_step
+    from whylearn.runs.record import checkpoint_step
 
     tmp = tmp_path_factory.mktemp("killed")
     run_dir = tmp / "run"
-    cmd = [sys.executable, "-m", "whylearn.train", *RESUMABLE, f"hydra.run.dir={run_dir}", "progress=none",
+    cmd = [sys.executable, "-m", "whylearn.cli.train", *RESUMABLE, f"hydra.run.dir={run_dir}", "progress=none",
            "+callbacks.fault._target_=wandb_faults.KillWhenWandbHolds", "+callbacks.fault.step=27"]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=_env(), timeout=600)
     assert res.returncode == -9, res.stderr[-3000:]
@@ -179,9 +179,9 @@ def killed_run(tmp_path_factory):
 
 
 def _resume_and_read(make_cfg, tmp_path: Path, src: Path, sub: str, truncate_below: int | None = None):
-    from whylearn.jobs import checkpoint_step
+    from whylearn.cli.train import run
     from whylearn.loggers import read_wandb_run, read_wandb_segments
-    from whylearn.train import run
+    from whylearn.runs.record import checkpoint_step
 
     run_dir = tmp_path / sub  # where make_cfg(sub=sub) runs
     shutil.copytree(src, run_dir)
@@ -238,8 +238,8 @@ def test_wandb_sweep_recipe_composes_the_agent_command_and_runs_offline(tmp_path
     from wandb.sdk.launch.sweeps import utils as sweep_utils
     from wandb.sdk.lib import config_util
 
+    from whylearn.cli.train import SUMMARY_KEYS
     from whylearn.loggers import read_wandb_run
-    from whylearn.train import SUMMARY_KEYS
 
     sweep = yaml.safe_load((ROOT / "sweeps" / "wandb_mnist1d.yaml").read_text())
     assert sweep["method"] in ("grid", "random", "bayes") and sweep["metric"]["name"] in SUMMARY_KEYS

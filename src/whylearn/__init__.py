@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from whylearn.identity import register_resolvers as _register_resolvers
+from whylearn.runs.identity import register_resolvers as _register_resolvers
 
 _register_resolvers()

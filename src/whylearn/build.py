@@ -15,6 +15,10 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from whylearn.loggers import WandbRunLogger, wandb_identity
+from whylearn.runs.identity import wandb_run_id
+from whylearn.runs.preemption import lightning_cluster_plugins
+
 log = logging.getLogger("whylearn")
 
 
@@ -162,6 +166,7 @@ def progress_kind(cfg: DictConfig) -> str:
 def build_callbacks(cfg: DictConfig) -> list:
     """The configured callbacks, then the progress display (:mod:`whylearn.callbacks.progress`): a rich or
     tqdm bar counting optimizer steps, or plain log lines; ``progress=none`` shows nothing."""
+    # start-up: the callbacks bring matplotlib and the instruments; whylearn-eval and whylearn-sample build none
     from whylearn.callbacks import LogLines, StepProgressBar, StepTQDMProgressBar
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
@@ -178,15 +183,13 @@ def build_callbacks(cfg: DictConfig) -> list:
 def build_loggers(cfg: DictConfig, run_dir: Path | None = None) -> list:
     """The configured loggers, plus a CSV logger in the run directory if none was configured (always on).
 
-    A W&B logger whose ``id`` is null gets the job's deterministic id (:func:`whylearn.identity.wandb_run_id`
+    A W&B logger whose ``id`` is null gets the job's deterministic id (:func:`whylearn.runs.identity.wandb_run_id`
     of ``run_dir``; a W&B agent's ``WANDB_RUN_ID`` wins) with ``resume="allow"``, so a requeued or resumed
     run continues the same W&B run. Its ``name``, ``group``, ``job_type`` and ``tags`` left ``auto`` come
     from :func:`whylearn.loggers.wandb_identity` (the experiment, the job's overrides, the sweep).
     """
     from lightning.pytorch.loggers import CSVLogger
 
-    from whylearn.identity import wandb_run_id
-    from whylearn.loggers import wandb_identity
 
     def make(c: DictConfig):
         if not str(c.get("_target_", "")).endswith("wandb_logger"):
@@ -212,9 +215,7 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     """The configured ``Trainer``, showing progress only through whylearn's step-counting bars
     (Lightning's own bar is off otherwise), with :class:`whylearn.callbacks.WandbRunSync` when a
     W&B logger is among ``loggers`` and :class:`whylearn.callbacks.WandbWatch` where it has ``watch`` set."""
-    from whylearn.callbacks import WandbRunSync, WandbWatch
-    from whylearn.jobs import lightning_cluster_plugins
-    from whylearn.loggers import WandbRunLogger
+    from whylearn.callbacks import WandbRunSync, WandbWatch  # start-up: see build_callbacks
 
     wandb_loggers = [lg for lg in loggers if isinstance(lg, WandbRunLogger)]
     if wandb_loggers and not any(isinstance(c, WandbRunSync) for c in callbacks):

@@ -14,8 +14,8 @@ value and what is allowed. It runs
 
 - in :class:`ValidateConfig`, a Hydra callback (``conf/hydra/default.yaml``) whose ``on_run_start``
   runs after composition and *before* Hydra creates the run folder: a bad value creates no folder,
-  no ``.hydra/``, no W&B run; it also checks a resume (:func:`whylearn.jobs.plan_resume`) there;
-- at the start of :func:`whylearn.train.run` (for configs composed in Python).
+  no ``.hydra/``, no W&B run; it also checks a resume (:func:`whylearn.runs.resume.plan_resume`) there;
+- at the start of :func:`whylearn.cli.train.run` (for configs composed in Python).
 
 In a multirun, ``on_multirun_start`` checks the config before the sweep folder exists; a value
 that only one job of the sweep has is checked when that job starts (its folder then records the
@@ -37,6 +37,9 @@ from typing import Any, Literal, Union
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from whylearn.runs import identity
+from whylearn.runs.resume import plan_resume, planned_run_dir
 
 Auto = Literal["auto"]
 PROGRESS = ("auto", "rich", "tqdm", "lines", "none")
@@ -309,27 +312,24 @@ class Refused(SystemExit):
 
 
 class ValidateConfig(Callback):
-    """Hydra callback: :func:`validate` and :func:`whylearn.jobs.plan_resume` after composition, before
+    """Hydra callback: :func:`validate` and :func:`whylearn.runs.resume.plan_resume` after composition, before
     Hydra creates the run folder (``on_run_start``) or the sweep folder (``on_multirun_start``).
 
     Raises:
-        Refused: wrapping :class:`ConfigError`, a checkpoint error, :class:`whylearn.jobs.ResumeRefused`,
-            :class:`whylearn.jobs.RunFolderInUse` or a missing checkpoint.
+        Refused: wrapping :class:`ConfigError`, a checkpoint error, :class:`whylearn.runs.resume.ResumeRefused`,
+            :class:`whylearn.runs.resume.RunFolderInUse` or a missing checkpoint.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             validate(config)
             if "trainer" in config:  # whylearn-train (whylearn-eval checks its checkpoint itself)
-                from whylearn.resume import plan_resume, planned_run_dir
 
                 plan_resume(config, planned_run_dir(config))
         except (ValueError, OSError, RuntimeError) as e:
             raise Refused(e) from e
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from whylearn import identity
-
         try:
             validate(config)
         except ConfigError as e:

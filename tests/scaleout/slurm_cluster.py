@@ -39,8 +39,8 @@ def env() -> dict:
 
 
 def whylearn(args: list[str], cwd: Path, timeout: float = 300, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m whylearn.train ARGS`` (optionally under ``prefix``, e.g. srun) and return the result."""
-    cmd = (prefix or []) + [sys.executable, "-m", "whylearn.train", *args]
+    """Run ``python -m whylearn.cli.train ARGS`` (optionally under ``prefix``, e.g. srun) and return the result."""
+    cmd = (prefix or []) + [sys.executable, "-m", "whylearn.cli.train", *args]
     return subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
 
 
@@ -49,7 +49,7 @@ def whylearn_releasing_requeued(args: list[str], cwd: Path, job_name: str, timeo
     requeued job for about two minutes (its BeginTime); this releases it at once (``StartTime=now``)."""
     import time
 
-    cmd = [sys.executable, "-m", "whylearn.train", *args]
+    cmd = [sys.executable, "-m", "whylearn.cli.train", *args]
     with subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
         t0 = time.monotonic()
         while p.poll() is None and time.monotonic() - t0 < timeout:

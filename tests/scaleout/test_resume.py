@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from whylearn.checkpoints import load_checkpoint
+from whylearn.runs.checkpoints import load_checkpoint
 
 # A small MNIST-1D run with everything that has state across a resume: momentum (SGD), a cosine
 # schedule, dropout (the RNG), a shuffled data order, mid-epoch chunks (K=4, 18 steps an epoch).
@@ -30,15 +30,15 @@ def _history(run_dir):
 
 
 def test_sigterm_mid_epoch_then_ckpt_path_last_matches_uninterrupted(make_cfg, tmp_path):
-    from whylearn import jobs
-    from whylearn.train import run
+    from whylearn.cli.train import run
+    from whylearn.runs import preemption
 
     straight = run(make_cfg(BASE, sub="straight"))
     assert straight["status"] == "completed" and straight["steps"] == 54
 
-    cfg = make_cfg(BASE + ["+callbacks.fault._target_=whylearn.jobs.SignalAtStep", "+callbacks.fault.step=27",
+    cfg = make_cfg(BASE + ["+callbacks.fault._target_=whylearn.runs.preemption.SignalAtStep", "+callbacks.fault.step=27",
                            "+callbacks.fault.signal_name=SIGTERM"], sub="stopped")
-    with pytest.raises(jobs.Preempted) as info:
+    with pytest.raises(preemption.Preempted) as info:
         run(cfg)
     assert info.value.signum == signal.SIGTERM
     stopped_at = info.value.step
@@ -64,15 +64,15 @@ def test_sigterm_mid_epoch_then_ckpt_path_last_matches_uninterrupted(make_cfg, t
 
 
 def test_ckpt_path_last_without_checkpoint_names_the_path(make_cfg, tmp_path):
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     with pytest.raises(FileNotFoundError, match="ckpt_path=last: no checkpoint at .*last.ckpt"):
         run(make_cfg(BASE + ["ckpt_path=last"], sub="empty"))
 
 
 def test_nan_loss_keeps_the_last_good_checkpoint(make_cfg, tmp_path):
+    from whylearn.cli.train import run
     from whylearn.tasks.base import NonFiniteLossError
-    from whylearn.train import run
 
     # the learning rate jumps by 1e30 after the first epoch: the loss of epoch 2 is not finite
     cfg = make_cfg(BASE + ["scheduler=step", "scheduler.step_size=18", "scheduler.gamma=1e30",
@@ -88,7 +88,7 @@ def test_nan_loss_keeps_the_last_good_checkpoint(make_cfg, tmp_path):
 def test_run_dir_and_wandb_id_are_keyed_on_the_slurm_job(monkeypatch, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from whylearn.identity import run_id, wandb_run_id
+    from whylearn.runs.identity import run_id, wandb_run_id
 
     for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"):
         monkeypatch.delenv(var, raising=False)

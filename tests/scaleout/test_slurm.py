@@ -36,13 +36,14 @@ def test_requeued_jobs_resume_in_their_run_dirs_with_the_same_final_metrics(make
     """A job array of two jobs, each stopped once mid-training by SLURM, then requeued:
     ``requeue``: ``scontrol requeue`` (SLURM sends SIGTERM, as on preemption, and queues the job again);
     ``scancel``: SLURM delivers USR2, as before a time limit, and submitit requeues the job."""
-    from whylearn.train import run
+    from whylearn.cli.train import run
 
     name = f"wl-requeue-{tmp_path.name}"
     res = whylearn_releasing_requeued(
         ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=10",
-         f"hydra.launcher.name={name}", *BASE, "logger=default", "+callbacks.fault._target_=whylearn.jobs.SignalAtStep",
-         "+callbacks.fault.step=27", "+callbacks.fault.how=requeue,scancel", f"paths.root_dir={tmp_path}"],
+         f"hydra.launcher.name={name}", *BASE, "logger=default",
+         "+callbacks.fault._target_=whylearn.runs.preemption.SignalAtStep", "+callbacks.fault.step=27",
+         "+callbacks.fault.how=requeue,scancel", f"paths.root_dir={tmp_path}"],
         tmp_path, name)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     straight = run(make_cfg(BASE, sub="straight"))

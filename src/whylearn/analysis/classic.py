@@ -30,7 +30,15 @@ from torch import Tensor  # noqa: E402
 
 from whylearn.analysis.plotting import save_figure  # noqa: E402
 from whylearn.data.toy import corrupt, random_patterns, separable, xor_points  # noqa: E402
-from whylearn.models.adaline import lms_bounds, run_lms  # noqa: E402
+from whylearn.models.adaline import (  # noqa: E402
+    lms_bounds,
+    lms_bounds_from_spectrum,
+    lms_excess_mse_theory,
+    lms_mean_square_rate,
+    lms_mean_square_sum,
+    run_lms,
+)
+from whylearn.models.ensemble import MemberEnsemble
 from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
 from whylearn.models.mlp import MLP  # noqa: E402
 from whylearn.models.perceptron import Perceptron, novikoff_bound, train_perceptron  # noqa: E402
@@ -56,8 +64,6 @@ def xor_members(widths: Sequence[int], activations: Sequence[str], seeds: Sequen
     Raises:
         ValueError: an unknown loss or activation.
     """
-    from whylearn.models.ensemble import MemberEnsemble
-
     if loss not in ("mse", "cross_entropy"):
         raise ValueError(f"unknown loss {loss!r}; allowed: ['mse', 'cross_entropy']")
     x, y = xor_points()
@@ -156,7 +162,7 @@ def lms_stream(corr: Tensor | np.ndarray, w_star: Tensor | np.ndarray, noise: fl
     L L^T = ``corr`` and y_t = w*.x_t + ``noise`` v_t (z, v standard normal), each sample used
     once; every step size sees the same streams. Each (mu, seed) is an independent run of
     w <- w + mu (y - w.x) x from w = 0, the rule of :meth:`whylearn.models.Adaline.lms_update`
-    with batch 1 (``tests/test_classic.py`` checks they agree).
+    with batch 1 (``tests/analysis/test_classic.py`` checks they agree).
 
     A run whose squared weight error exceeds ``blowup`` (checked every ``check_every`` steps) is
     frozen and counted as blown up; its excess MSE reads inf from then on.
@@ -267,13 +273,6 @@ def lms_sweep(x: Tensor, y: Tensor, mus: Sequence[float], corr: Tensor, w_star: 
         exponent), each also divided by its exact edge (``..._over_edge``), and whether the edge lies
         strictly inside (``full/edge_bracketed``, ``lms/edge_bracketed``, ``lms/ms_edge_bracketed``).
     """
-    from whylearn.models.adaline import (
-        lms_bounds_from_spectrum,
-        lms_excess_mse_theory,
-        lms_mean_square_rate,
-        lms_mean_square_sum,
-    )
-
     x, y = x.flatten(1).double(), y.double()
     mus = [float(m) for m in mus]
     seeds = [int(s) for s in seeds]

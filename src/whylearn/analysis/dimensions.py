@@ -107,6 +107,7 @@ def add_noise_dimensions(X: np.ndarray, num_noise: int, scale: float, rng: np.ra
 def load_mnist_flat(data_dir: str | Path, num_train: int | None = None, num_test: int | None = None,
                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """MNIST as float arrays in [0, 1]: (x_train (n, 784), y_train, x_test (m, 784), y_test), seeded subsets."""
+    # start-up: the datamodules import Lightning; the distance-concentration study needs numpy only
     from whylearn.data.idx import _MNIST_FILES, load_idx_dataset
 
     raw = load_idx_dataset("MNIST", data_dir, _MNIST_FILES, download=True)
@@ -127,6 +128,7 @@ def load_mnist_flat(data_dir: str | Path, num_train: int | None = None, num_test
 
 def load_mnist1d(num_samples: int = 5000, seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """MNIST-1D (Greydanus 2020) as arrays: (x_train (n, 40), y_train, x_test, y_test); 80/20 split."""
+    # start-up: the datamodules import Lightning; the distance-concentration study needs numpy only
     from whylearn.data.mnist1d import make_mnist1d
 
     s = make_mnist1d(num_samples=num_samples, seed=seed)
@@ -144,7 +146,7 @@ def knn_accuracies(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     class whose neighbours are nearer on the whole (the larger sum of k - rank over its members,
     rank 0 the nearest), a remaining tie to the smallest label. scikit-learn's
     ``KNeighborsClassifier`` gives the same predictions with ``weights=rank_tiebreak_weights``
-    (``tests/test_highdim.py`` checks it on real MNIST); its default (uniform weights) sends every
+    (``tests/analysis/test_highdim.py`` checks it on real MNIST); its default (uniform weights) sends every
     tie to the smallest label.
 
     Raises:

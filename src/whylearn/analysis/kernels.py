@@ -93,7 +93,7 @@ def linear_fit_accuracy(F: np.ndarray, y: np.ndarray, F_test: np.ndarray | None 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from whylearn.models.perceptron import linearly_separable
+    from whylearn.models.perceptron import linearly_separable  # start-up: torch (and scipy), for the exact separability test only
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=max_iter))
     with warnings.catch_warnings():

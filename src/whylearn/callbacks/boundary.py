@@ -8,6 +8,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from whylearn.analysis.classic import plot_decision_boundary
+
 
 class DecisionBoundary(Callback):
     """At the end of training, draw ``figures/<name>.png``: the training points and the learned boundary.
@@ -30,8 +32,6 @@ class DecisionBoundary(Callback):
                              f"(drop it with callbacks.decision_boundary=null)")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from whylearn.analysis.classic import plot_decision_boundary
-
         split = trainer.datamodule.train
         x, y = split.x.flatten(1), split.y
         if x.shape[1] != 2:

@@ -7,7 +7,9 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from whylearn.loggers import get_history
+from whylearn.analysis.attention import attention_figure
+from whylearn.analysis.figures import plot_series
+from whylearn.loggers import get_history, log_images
 
 
 def _figures_dir(trainer: L.Trainer) -> Path:
@@ -15,8 +17,6 @@ def _figures_dir(trainer: L.Trainer) -> Path:
 
 
 def _log_image(trainer: L.Trainer, name: str, path: Path) -> None:
-    from whylearn.loggers import log_images
-
     log_images(trainer.loggers, {f"figures/{name}": path})
 
 
@@ -36,8 +36,6 @@ class CurveFigure(Callback):
         self.logx, self.logy = logx, logy
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from whylearn.analysis.figures import plot_series
-
         if not trainer.is_global_zero:
             return
         path = plot_series(get_history(pl_module), list(self.keys.items()), self.title, self.ylabel,
@@ -58,8 +56,6 @@ class AttentionMaps(Callback):
         self.prompt, self.name = prompt, name
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from whylearn.analysis.attention import attention_figure
-
         if not trainer.is_global_zero:
             return
         model = pl_module.model

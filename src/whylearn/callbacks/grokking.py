@@ -24,8 +24,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from whylearn.analysis import grokking as G
-from whylearn.analysis.plotting import save_figure
+from whylearn.analysis.plotting import save_figure, subplots
 from whylearn.callbacks.sharpness import add_summary, network, run_dir
+from whylearn.data.modular import modular_table
 from whylearn.loggers import get_history, log_scalars
 
 
@@ -57,8 +58,6 @@ class ProgressMeasures(Callback):
 
     # -- setting up ------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from whylearn.data.modular import modular_table
-
         dm = trainer.datamodule
         if getattr(dm, "op", None) != "+" or not hasattr(dm, "sequences"):
             raise ValueError(f"ProgressMeasures measures x + y mod p: it needs a ModularArithmeticDataModule with op "
@@ -135,8 +134,6 @@ class ProgressMeasures(Callback):
 def plot_progress_measures(result: dict, path, title: str | None = None):
     """Nanda et al.'s Fig. 7 layout: (0) train and test loss, (1) excluded loss, (2) restricted loss,
     (3) sum of squared weights; the three measured phases shaded, a linear step axis."""
-    from whylearn.analysis.plotting import subplots
-
     steps, s, phases = result["steps"], result["series"], result["phases"]
     fig, axes = subplots(2, 2, width=5.2, height=3.4)
     axes = axes.flatten()

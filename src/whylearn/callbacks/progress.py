@@ -17,6 +17,8 @@ import time
 import lightning as L
 from lightning.pytorch.callbacks import Callback, RichProgressBar, TQDMProgressBar
 
+from whylearn.loggers import get_history
+
 log = logging.getLogger("whylearn")
 
 KEYS = ("train/loss", "val/loss", "val/acc")
@@ -61,8 +63,6 @@ def latest(trainer: L.Trainer, pl_module: L.LightningModule, key: str) -> tuple[
     Read from the task's history (every value whylearn logs, with its step); a value only in
     ``trainer.callback_metrics`` comes without a step.
     """
-    from whylearn.loggers import get_history
-
     points = get_history(pl_module).data.get(key)
     if points:
         step, value = points[-1]

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from whylearn.analysis import hessian as H
+from whylearn.analysis.losses import classification_loss
 from whylearn.analysis.plotting import save_figure
 from whylearn.loggers import get_history, log_scalars
 
@@ -35,7 +36,6 @@ def task_loss_fn(pl_module: L.LightningModule):
     name = getattr(pl_module, "loss_name", None)
     if name is None:
         return H.default_loss
-    from whylearn.tasks.classification import classification_loss
 
     return lambda out, y: classification_loss(name, out, y)
 

@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from whylearn.loggers import get_history
+from whylearn.loggers import WandbRunLogger, get_history, write_row
 
 
 class WandbRunSync(Callback):
@@ -18,8 +18,6 @@ class WandbRunSync(Callback):
     """
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from whylearn.loggers import WandbRunLogger
-
         if not trainer.is_global_zero:
             return
         for lg in trainer.loggers:
@@ -65,8 +63,6 @@ class WandbWatch(Callback):
         if step % self.log_freq or not trainer.is_global_zero:
             return
         import wandb
-
-        from whylearn.loggers import write_row
 
         row = {}
         for name, p in self._params:

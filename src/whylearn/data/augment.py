@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from whylearn.data.base import Chunk
+
 
 def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
     """Zero-pad ``padding`` pixels on each side and crop each image at a random offset to its size.
@@ -90,8 +92,6 @@ class Augment:
         depend on how mini-batches are grouped into chunks, and a resumed run draws what the uninterrupted
         run drew.
         """
-        from whylearn.data.base import Chunk
-
         if not self.active:
             return chunk
         xs, ys = chunk

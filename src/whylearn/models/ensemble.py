@@ -32,6 +32,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from whylearn.models.mlp import MLP
+
 # Cost model of one training step of a padded MLP group, for the layout planner: a fixed cost per
 # group (dispatch of its ~25 tensor ops, forward and backward, and its optimizer bookkeeping) and the
 # group's matmul FLOPs at a wide group's rate. Only their product matters (one group costs as much as
@@ -79,8 +81,6 @@ def mlp_step_flops(widths: Sequence[int], batch: int) -> int:
 
 def _is_mlp(m: nn.Module) -> bool:
     """A plain whylearn MLP: the grouped path runs its ``net`` layer by layer, so residual MLPs (skips) take vmap."""
-    from whylearn.models.mlp import MLP
-
     return type(m) is MLP and not getattr(m, "residual", False)
 
 

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from whylearn.models.batchnorm import NoisyBatchNorm1d
+
 
 class _Heaviside(torch.autograd.Function):
     @staticmethod
@@ -125,8 +127,6 @@ class MLP(nn.Module):
             if norm == "batch":
                 layers.append(nn.BatchNorm1d(widths[i + 1]))
             elif norm == "noisy_batch":
-                from whylearn.models.batchnorm import NoisyBatchNorm1d
-
                 layers.append(NoisyBatchNorm1d(widths[i + 1], bn_noise_mean, bn_noise_std))
             layers.append(make_activation(activation))
             if dropout > 0:

@@ -1,4 +1,7 @@
-"""Studies: experiments made of many training runs (arms x seeds, pruning rounds), above tasks and callbacks.
+"""Studies: experiments made of many training runs (arms x seeds, pruning rounds), and tables over runs.
+
+Above tasks and callbacks (which they train and measure with), below the run lifecycle and the entry
+points (``tests/test_import_layers.py``).
 
 Each study module keeps its science in plain functions: ``run_seed(cfg, seed)`` trains and measures one
 arm for one seed from a plain config (nested dicts with Hydra ``_target_`` nodes) and returns plain
@@ -10,4 +13,6 @@ draws the figures. ``whylearn-train experiment=<name>`` runs a study through
 - :mod:`whylearn.studies.adversarial`: accuracy against the L-infinity budget, natural vs adversarial training.
 - :mod:`whylearn.studies.lottery`: iterative magnitude pruning with rewinding, winning tickets vs random reinit.
 - :mod:`whylearn.studies.regularization`: explicit regularizers on true and random labels (Zhang et al. 2017).
+- :mod:`whylearn.studies.kepler`: Kepler's sample inefficiency, a forecaster trained per number of observations.
+- :mod:`whylearn.studies.fidelity`: published beside measured over every run under a folder (``whylearn-analyze fidelity``).
 """

@@ -21,6 +21,7 @@ from typing import Any
 
 from torch import nn
 
+from whylearn.loggers import log_images
 from whylearn.tasks.base import HistoryInCheckpoint, count_steps, log_scalars
 
 log = logging.getLogger("whylearn")
@@ -76,8 +77,6 @@ class AnalysisTask(HistoryInCheckpoint):
 
     def _log_figures(self, folder: Path) -> None:
         """Send the analysis's figures to W&B, when a W&B logger is configured."""
-        from whylearn.loggers import log_images
-
         log_images(self.trainer.loggers, {f"figures/{p.stem}": p for p in sorted(folder.glob("*.png"))})
 
     def summary_metrics(self, datamodule) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from torch import Tensor, nn  # noqa: E402
 from whylearn.analysis import classic as sweeps  # noqa: E402
 from whylearn.analysis.plotting import save_figure  # noqa: E402
 from whylearn.data.base import Chunk  # noqa: E402
+from whylearn.models.adaline import lms_mean_square_edge
 from whylearn.models.hopfield import Hopfield, overlap  # noqa: E402
 from whylearn.models.perceptron import Perceptron, _pm1, linearly_separable, margin, novikoff_bound  # noqa: E402
 from whylearn.tasks.analysis import AnalysisTask  # noqa: E402
@@ -428,8 +429,6 @@ class LMSSweepTask(SweepTask):
         self.record_every, self.threshold_decades, self.seed = int(record_every), float(threshold_decades), int(seed)
 
     def run_sweep(self) -> dict[str, Any]:
-        from whylearn.models.adaline import lms_mean_square_edge
-
         dm = self.trainer.datamodule
         if getattr(dm, "corr", None) is None or getattr(dm, "w_star", None) is None:
             raise TypeError(f"the LMS sweep needs a datamodule with the inputs' correlation matrix `corr` and the target "

@@ -6,31 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import torchmetrics
 from torch import Tensor, nn
 
+from whylearn.analysis.losses import LOSSES, classification_loss  # noqa: F401  (re-exported: the tasks' losses)
 from whylearn.tasks.base import FastTask, SplitEval, log_scalars
-
-LOSSES = ("cross_entropy", "mse")
-
-
-def classification_loss(name: str, logits: Tensor, y: Tensor, reduction: str = "mean") -> Tensor:
-    """Loss of logits (B, C) against integer targets (B,).
-
-    ``cross_entropy``: softmax cross-entropy. ``mse``: squared error against one-hot
-    targets, averaged over classes (as in the double-descent literature, e.g.
-    Belkin et al. 2019). ``reduction``: ``mean`` over the batch, ``sum``, or
-    ``none`` for the per-sample losses (B,).
-    """
-    if name == "cross_entropy":
-        return F.cross_entropy(logits, y, reduction=reduction)
-    if name == "mse":
-        per_sample = (logits - F.one_hot(y, logits.shape[-1]).to(logits.dtype)).pow(2).mean(-1)
-        if reduction == "none":
-            return per_sample
-        return per_sample.sum() if reduction == "sum" else per_sample.mean()
-    raise ValueError(f"unknown loss {name!r}; allowed: {list(LOSSES)}")
 
 
 class ClassificationTask(SplitEval, FastTask):

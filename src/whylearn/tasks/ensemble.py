@@ -15,7 +15,7 @@ vectorized model (:class:`~whylearn.models.ensemble.MemberEnsemble`). Members ma
   training labels).
 
 Member i follows the trajectory of the single run ``whylearn-train <the same overrides>`` with its
-settings (to float tolerance; tests/test_ensemble.py checks every axis). The data split and the
+settings (to float tolerance; tests/tasks/test_ensemble.py checks every axis). The data split and the
 data seed are the run's (``data.seed``, not the member's ``seed``), as for every member.
 
 Logged: for every metric of :class:`~whylearn.tasks.ClassificationTask` (``train/loss``,
@@ -38,7 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from whylearn.models.ensemble import MemberEnsemble, reinitialize
+from whylearn.analysis.stats import describe_double_descent
+from whylearn.models.ensemble import MemberEnsemble, _MLPGroup, mlp_step_flops, reinitialize
 from whylearn.tasks.base import FastTask, SplitEval, get_history, log_scalars
 from whylearn.tasks.classification import LOSSES, classification_loss
 
@@ -277,8 +278,6 @@ class MemberAdam(_MemberOptimizer):
 def fusable(ensemble: MemberEnsemble) -> bool:
     """Whether :func:`fused_member_losses` can train ``ensemble``: grouped MLPs whose element-wise
     layers are all ReLU (no dropout, no other activation)."""
-    from whylearn.models.ensemble import _MLPGroup
-
     return ensemble.method == "grouped" and all(
         isinstance(g, _MLPGroup) and all(k is None or type(k) is nn.ReLU for k in g.kinds) for g in ensemble.groups)
 
@@ -353,7 +352,7 @@ class _FusedMemberLosses(torch.autograd.Function):
     """Forward and backward of every member of a grouped-MLP ensemble and its loss, written out
     (one autograd node instead of about fifteen per group: the per-op bookkeeping of autograd costs
     more than the arithmetic of a small group). The gradients are those of autograd (same products,
-    same order of the sums up to float rounding; tests/test_ensemble.py compares them)."""
+    same order of the sums up to float rounding; tests/tasks/test_ensemble.py compares them)."""
 
     @staticmethod
     def forward(ctx, x, y, ensemble, loss_name, per_member, lanes, *params):
@@ -414,8 +413,6 @@ class _FusedMemberLosses(torch.autograd.Function):
 def plan_lanes(ensemble: MemberEnsemble, lanes: int, batch_size: int) -> list[list[int]] | None:
     """Split the groups of ``ensemble`` into ``lanes`` lists of about equal matmul FLOPs (longest
     first onto the least-loaded lane); None for one lane."""
-    from whylearn.models.ensemble import mlp_step_flops
-
     if lanes <= 1:
         return None
     cost = []
@@ -749,8 +746,6 @@ class EnsembleClassificationTask(SplitEval, FastTask):
         return out
 
     def _curve_summary(self, table: list[dict]) -> dict[str, Any]:
-        from whylearn.analysis.stats import describe_double_descent
-
         err = "test/acc" if any("test/acc" in r for r in table) else "val/acc"
         xs = sorted({r["settings"][self.curve_x] for r in table})
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from whylearn.data.kepler import fit_power_law, measured_period, orbit_positions
 from whylearn.tasks.base import FastTask, SplitEval, log_scalars
 
 
@@ -107,8 +108,6 @@ def linear_extrapolation(x: Tensor, horizon: int = 1) -> Tensor:
 def implied_exponent(task: ForecastTask, dm, years: float | None = None) -> dict[str, Any]:
     """Roll the forecaster out from each planet's true window at the end of the training window
     for ``years`` (default: the longest period), measure each rolled-out period, fit T ~ a^x."""
-    from whylearn.data.kepler import fit_power_law, measured_period, orbit_positions
-
     if dm.horizon != 1:
         return {}
     years = years or max(p.period for p in dm.planets) * 1.05

@@ -52,7 +52,7 @@ def subbatch_gradient_penalty(model: nn.Module, loss_fn: Callable[[Tensor, Tenso
         method: ``vmap`` (the first m' = N // sub_batch sub-batches in one batched forward over copies of the
             parameters, their per-sub-batch gradients by one backward; the remainder separately), ``loop``
             (one sub-batch at a time; any module, e.g. with BatchNorm) or ``auto`` (vmap unless the model has
-            BatchNorm layers). Both give the same value (tests/test_implicit_regularization.py).
+            BatchNorm layers). Both give the same value (tests/tasks/test_implicit_regularization.py).
 
     Returns:
         a scalar tensor that keeps the graph (``create_graph``): its gradient is the penalty's,

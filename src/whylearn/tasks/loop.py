@@ -7,7 +7,7 @@ optimizer directly: for the small models of most experiments Lightning's per-bat
 more than the arithmetic (``docs/benchmarks.md``). The rule is that chunking is invisible: a fit with
 the default K and the same fit with K=1 give the same checkpoints at the same steps, the same logged
 ``(key, step, value)`` rows, the same hook calls per optimizer step and the same parameters
-(``tests/test_lightning_conformance.py``).
+(``tests/tasks/test_lightning_conformance.py``).
 
 Honoured natively in the fast loop, per optimizer step:
 
@@ -59,11 +59,11 @@ What still differs from plain Lightning (in both loops):
 - in the fast loop, ``trainer.callback_metrics["train/loss"]`` is updated at the end of each chunk.
 - a fit that stops inside a chunk (``max_steps``, or ``should_stop`` set by a per-step callback)
   and is later resumed from that checkpoint continues at the next chunk (the rest of the stopped
-  chunk is skipped; a warning says so at resume). Stops by signal (:class:`whylearn.jobs.GracefulStop`)
+  chunk is skipped; a warning says so at resume). Stops by signal (:class:`whylearn.runs.preemption.GracefulStop`)
   always happen at a chunk boundary and resume exactly.
 
 :class:`LightningInternals` is the only place in whylearn that touches Lightning's (and
-torchmetrics') private internals; ``tests/test_lightning_conformance.py`` checks every one of them
+torchmetrics') private internals; ``tests/tasks/test_lightning_conformance.py`` checks every one of them
 exists, so a Lightning upgrade that moves one fails loudly there.
 """
 
