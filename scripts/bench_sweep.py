@@ -63,6 +63,16 @@ def model(width: int) -> MLP:
     return MLP(40, 10, width=int(width), depth=2, init="he_uniform")
 
 
+def seeded_members(widths, seeds) -> list[MLP]:
+    """One network per (width, seed), width-major, each initialized after ``torch.manual_seed(seed)``."""
+    members = []
+    for w in widths:
+        for s in seeds:
+            torch.manual_seed(s)
+            members.append(model(w))
+    return members
+
+
 def _trainer(steps: int, clock: Callback) -> L.Trainer:
     return L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                      callbacks=[clock],
@@ -186,11 +196,7 @@ def ablation(widths, seeds, steps: int, rounds: int) -> list[dict]:
     from whylearn.tasks.ensemble import fused_member_losses
 
     torch.set_num_threads(1)
-    members = []
-    for w in widths:
-        for s in seeds:
-            torch.manual_seed(s)
-            members.append(model(w))
+    members = seeded_members(widths, seeds)
     S, B = len(members), 100
     x, y = torch.randn(S, B, 40), torch.randint(0, 10, (S, B))
 
@@ -271,11 +277,7 @@ def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_st
     from whylearn.tasks.ensemble import _group_backward, _group_forward, fused_member_losses
 
     torch.set_num_threads(1)
-    members = []
-    for w in widths:
-        for s in seeds:
-            torch.manual_seed(s)
-            members.append(model(w))
+    members = seeded_members(widths, seeds)
     ens = MemberEnsemble(members, layout="auto")
     S, B = len(members), 100
     x, y = torch.randn(S, B, 40), torch.randint(0, 10, (S, B))
