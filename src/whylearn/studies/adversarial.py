@@ -18,7 +18,6 @@ the accuracy-epsilon curves (mean and sd over seeds) and the triptych.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -45,6 +44,7 @@ from whylearn.studies.common import (
     optimizer_factory,
     plain,
     quiet_trainer,
+    read_seed_summaries,
     seeds_of,
     write_json,
 )
@@ -264,19 +264,9 @@ def load_runs(run_dirs: Sequence[str | Path], arms: Sequence[str] | None = None)
         ValueError: a folder without per-seed summaries, an (arm, seed) found in two folders, or an arm of
             ``arms`` found in none.
     """
-    found: dict[str, dict[int, tuple[Path, dict[str, Any]]]] = {}
-    for d in run_dirs:
-        paths = sorted(Path(d).glob("runs/*/seed*/summary.json"))
-        if not paths:
-            raise ValueError(f"{d}: no per-seed summaries (runs/<arm>/seed<s>/summary.json)")
-        for p in paths:
-            r = json.loads(p.read_text())
-            arm, seed = p.parent.parent.name, int(r["seed"])
-            if seed in found.setdefault(arm, {}):
-                raise ValueError(f"arm {arm!r} seed {seed} is in two folders: {found[arm][seed][0]} and {p}")
-            found[arm][seed] = (p, r)
+    found = read_seed_summaries(run_dirs)
     order = list(found) if arms is None else list(arms)
     missing = [a for a in order if a not in found]
     if missing:
         raise ValueError(f"arms {missing} are in none of {[str(d) for d in run_dirs]}; found: {sorted(found)}")
-    return {a: [found[a][s][1] for s in sorted(found[a])] for a in order}
+    return {a: [found[a][s] for s in sorted(found[a])] for a in order}

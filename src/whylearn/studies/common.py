@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -96,6 +97,29 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 
 
 write_json = write_summary  # one nested run's JSON, written as the other studies write theirs
+
+
+def read_seed_summaries(run_dirs: Sequence[str | Path], missing: type[Exception] = ValueError) -> dict[str, dict[int, dict]]:
+    """The per-seed results a study writes (``runs/<arm>/seed<s>/summary.json``) in one or more run folders, e.g.
+    the runs of one study's arms or seeds made as separate processes: ``{arm folder name: {seed: result}}``, arms
+    in the order first found, seeds as found.
+
+    Raises:
+        ``missing`` (default ValueError): a folder without per-seed summaries.
+        ValueError: an (arm, seed) found twice (both files named).
+    """
+    found: dict[str, dict[int, tuple[Path, dict]]] = {}
+    for d in run_dirs:
+        paths = sorted(Path(d).glob("runs/*/seed*/summary.json"))
+        if not paths:
+            raise missing(f"{d}: no per-seed summaries (runs/<arm>/seed<s>/summary.json)")
+        for p in paths:
+            r = json.loads(p.read_text())
+            arm, seed = p.parent.parent.name, int(r["seed"])
+            if seed in found.setdefault(arm, {}):
+                raise ValueError(f"arm {arm!r} seed {seed} is in two folders (found twice): {found[arm][seed][0]} and {p}")
+            found[arm][seed] = (p, r)
+    return {arm: {s: r for s, (_, r) in seeds.items()} for arm, seeds in found.items()}
 
 
 def seeds_of(seed: int, num_seeds: int) -> list[int]:

@@ -39,6 +39,7 @@ from whylearn.studies.common import (
     optimizer_factory,
     plain,
     quiet_trainer,
+    read_seed_summaries,
     seeds_of,
     write_json,
 )
@@ -220,20 +221,8 @@ def load_runs(study_dirs: Sequence[Path]) -> tuple[dict[tuple[str, str], list[di
     Raises:
         FileNotFoundError: a directory without per-seed summaries. ValueError: a seed found twice for one arm.
     """
-    import json
-
-    results: dict[tuple[str, str], dict[int, dict]] = {}
-    for d in study_dirs:
-        files = sorted(Path(d).glob("runs/*_*/seed*/summary.json"))
-        if not files:
-            raise FileNotFoundError(f"no per-seed summaries (runs/<labels>_<set>/seed<s>/summary.json) under {d}")
-        for f in files:
-            lb, _, name = f.parent.parent.name.partition("_")
-            r = json.loads(f.read_text())
-            arm = results.setdefault((lb, name), {})
-            if r["seed"] in arm:
-                raise ValueError(f"seed {r['seed']} of arm {lb}/{name} found twice (second: {f})")
-            arm[r["seed"]] = r
+    results = {tuple(arm.partition("_")[::2]): found
+               for arm, found in read_seed_summaries(study_dirs, missing=FileNotFoundError).items()}
     seeds = sorted({s for arm in results.values() for s in arm})
     return {k: [v[s] for s in sorted(v)] for k, v in results.items()}, seeds
 
