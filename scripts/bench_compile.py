@@ -29,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
-from whylearn.cli.train import run  # noqa: E402
+from whylearn.experiment import run  # noqa: E402
 
 
 class SteadyTimer(Callback):

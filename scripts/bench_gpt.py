@@ -7,7 +7,7 @@ Both sides train a fresh GPT of the ``shakespeare_char_cpu`` configuration (4 la
 128 embedding, block 64, batch 12, no dropout, no biases) on Tiny Shakespeare's character windows:
  - plain: a ``for`` loop over the same ``WindowLoader`` chunks: forward, cross-entropy, backward,
    clip_grad_norm_(1.0), AdamW (no-decay groups) step, warm-up + cosine LambdaLR step;
- - whylearn: ``whylearn.cli.train``'s objects (datamodule, model, LanguageModelTask, Lightning Trainer)
+ - whylearn: ``whylearn.experiment``'s objects (datamodule, model, LanguageModelTask, Lightning Trainer)
    built from the composed experiment config, ``trainer.fit`` for the same number of steps
    (validation and measuring callbacks off, CSV logger on, as a bare ``whylearn-train`` run).
 Each pair runs both sides back to back, plain first in even pairs and whylearn first in odd ones,

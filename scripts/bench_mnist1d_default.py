@@ -2,7 +2,7 @@
 
 Before: MLP 40-100-100-10, SGD momentum 0.9, 200 epochs of 3600 samples (7200 steps). After: MLPBase
 40-256-256-10 with the residual second layer, Adam, 6000 steps of 4000 samples. Both train through
-``whylearn.cli.train.run`` in this one process, alternating, so the ratio of their fit times does not depend
+``whylearn.experiment.run`` in this one process, alternating, so the ratio of their fit times does not depend
 on the machine's load at one moment (docs/benchmarks.md).
 
     python scripts/bench_mnist1d_default.py --repeats 3
@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     from conftest import compose
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     times: dict[str, list[float]] = {"before": [], "after": []}
     for _ in range(args.repeats):

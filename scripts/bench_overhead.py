@@ -5,7 +5,7 @@ samples, batch 100, SGD lr 0.01 momentum 0.9) for the same number of optimizer s
 alternating A B A B ... so drifts of the machine's speed hit both. whylearn runs its
 ``mnist1d_mlp`` experiment as ``whylearn-train`` would, with the default callbacks
 (checkpoint, weight norms, grad norms, generalization gap) and loggers (CSV + W&B offline),
-through :func:`whylearn.cli.train.run`.
+through :func:`whylearn.experiment.run`.
 
 Reported, per pair, and as medians:
   - steps/s of the training loop (Lightning's on_train_start to on_train_end: every
@@ -55,8 +55,8 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
-from whylearn.cli.train import run  # noqa: E402
 from whylearn.data import make_mnist1d  # noqa: E402
+from whylearn.experiment import run  # noqa: E402
 from whylearn.loggers import flush_logs  # noqa: E402
 from whylearn.models import MLP  # noqa: E402
 

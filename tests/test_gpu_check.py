@@ -40,7 +40,7 @@ def test_dry_run_commands_compose_and_one_runs(tmp_path, one_thread):
     from omegaconf import open_dict
 
     from conftest import compose
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     runs = _commands("--dry-run", data=tmp_path)
     for name, (_, args) in runs.items():

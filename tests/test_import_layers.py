@@ -10,7 +10,9 @@ Layers, bottom to top (``LAYERS``; a package or top-level module belongs to the 
 4. ``studies``: post-hoc commands, multi-run studies (Kepler, the classic sweeps ...), run figures
 5. ``runs``: the run lifecycle (folders and identity, resume and preemption, checkpoint loading, multiruns)
 6. ``build``, ``config``: a composed config to objects, and its schema
-7. ``cli``: the console scripts
+7. ``experiment``: one run of an experiment, start to end (validate, run folder, fit and test, summary.json,
+   figures, W&B, the report); above ``build`` and ``config``, which it uses
+8. ``cli``: the console scripts
 
 A module may import its own package and anything in a lower layer. Two packages of one layer do not
 import each other (tasks and callbacks stay independent), and no package import graph has a cycle.
@@ -38,6 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("studies",),
     ("runs",),
     ("build", "config"),
+    ("experiment",),
     ("cli",),
 ]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}

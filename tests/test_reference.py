@@ -116,7 +116,7 @@ SMALL = ["experiment=mnist1d_mlp", "data.num_samples=1000", "trainer.max_epochs=
 
 
 def test_a_run_writes_published_beside_measured_and_reports_it(tmp_path, caplog):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = compose(SMALL, tmp_path)
     block = [dict(GOOD), {**GOOD, "quantity": "train/acc", "published": 0.0, "tolerance": 0.0, "relation": "at_least"},
@@ -136,7 +136,7 @@ def test_a_run_writes_published_beside_measured_and_reports_it(tmp_path, caplog)
 
 
 def test_a_malformed_block_stops_the_run_before_anything_is_written(tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = compose(SMALL, tmp_path)
     with open_dict(cfg):

@@ -50,7 +50,7 @@ def _run_file(run_dir: Path) -> Path:
 
 
 def test_offline_run_holds_the_resolved_config_name_group_job_type_and_tags(tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
     from whylearn.loggers import read_wandb_run
 
     cfg = compose(["experiment=mnist1d_mlp", "data.num_samples=1000", "trainer.max_epochs=2", "optimizer.lr=0.05",
@@ -94,7 +94,7 @@ def test_multirun_jobs_have_their_own_names_one_group_and_the_sweep_job_type(tmp
 
 
 def test_log_model_offline_logs_the_final_checkpoint_as_a_model_artifact(tmp_path, monkeypatch, caplog):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
     from whylearn.loggers import read_wandb_run
 
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # W&B stages artifact files here
@@ -147,7 +147,7 @@ def test_bad_wandb_options_are_refused_naming_the_option(tmp_path):
 
 
 def test_watch_logs_gradient_histograms_at_their_steps(tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
     from whylearn.loggers import read_wandb_run
 
     # 16 steps (8 per epoch, chunks of 8): a histogram of each parameter's gradient at steps 0, 4, 8, 12
@@ -179,7 +179,7 @@ def killed_run(tmp_path_factory):
 
 
 def _resume_and_read(make_cfg, tmp_path: Path, src: Path, sub: str, truncate_below: int | None = None):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
     from whylearn.loggers import read_wandb_run, read_wandb_segments
     from whylearn.runs.record import checkpoint_step
 
@@ -238,7 +238,7 @@ def test_wandb_sweep_recipe_composes_the_agent_command_and_runs_offline(tmp_path
     from wandb.sdk.launch.sweeps import utils as sweep_utils
     from wandb.sdk.lib import config_util
 
-    from whylearn.cli.train import SUMMARY_KEYS
+    from whylearn.experiment import SUMMARY_KEYS
     from whylearn.loggers import read_wandb_run
 
     sweep = yaml.safe_load((ROOT / "sweeps" / "wandb_mnist1d.yaml").read_text())

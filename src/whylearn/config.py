@@ -15,7 +15,7 @@ value and what is allowed. It runs
 - in :class:`ValidateConfig`, a Hydra callback (``conf/hydra/default.yaml``) whose ``on_run_start``
   runs after composition and *before* Hydra creates the run folder: a bad value creates no folder,
   no ``.hydra/``, no W&B run; it also checks a resume (:func:`whylearn.runs.resume.plan_resume`) there;
-- at the start of :func:`whylearn.cli.train.run` (for configs composed in Python).
+- at the start of :func:`whylearn.experiment.run` (for configs composed in Python).
 
 In a multirun, ``on_multirun_start`` checks the config before the sweep folder exists; a value
 that only one job of the sweep has is checked when that job starts (its folder then records the

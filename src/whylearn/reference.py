@@ -32,7 +32,7 @@ Optional fields beyond the format above:
     line, e.g. a step count); ``panel``: the index of the axes in that figure (default 0);
     ``label``: the legend text (default "published: <value> (<source>)"); ``panel`` may be a list.
 
-The run (``whylearn.cli.train``) validates the block before anything is written
+The run (:func:`whylearn.experiment.run`) validates the block before anything is written
 (:func:`from_config`), activates it so that every figure saved through
 :func:`whylearn.analysis.plotting.save_figure` draws its published values
 (:func:`activate`, :func:`draw_active`), writes the evaluated block into summary.json

@@ -359,7 +359,7 @@ def test_hopfield_stores_images_and_rejects_bad_patterns():
 
 # -- through whylearn-train -------------------------------------------------------------------------
 def _run(make_cfg, overrides, sub):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(overrides + ["logger=csv"], sub=sub)
     summary = run(cfg)
@@ -394,7 +394,7 @@ def test_perceptron_on_non_separable_data_completes_without_a_novikoff_bound(mak
 
 
 def test_decision_boundary_refuses_data_that_are_not_2d(make_cfg):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=perceptron_separable", "data.d=3", "logger=csv"], sub="d3")
     with pytest.raises(ValueError, match="2-D data; these inputs have 3 features"):

@@ -62,7 +62,7 @@ def test_bad_geometry_arguments_are_refused():
 
 
 def test_high_dim_geometry_experiment_runs_through_whylearn_train(make_cfg, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=high_dim_geometry", "logger=csv", "task.analysis.dims=[2,10,300]",
                     "task.analysis.num_pairs=1000", "task.analysis.num_points=5000", "task.analysis.num_cube_points=20000",
@@ -81,7 +81,7 @@ def test_high_dim_geometry_experiment_runs_through_whylearn_train(make_cfg, tmp_
 def test_full_high_dim_geometry_run_passes_its_reference_block(make_cfg, tmp_path):
     """The documented run (d = 2..1000, 3 Monte Carlo seeds, about 1.5 minutes)."""
     from whylearn import reference
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=high_dim_geometry", "logger=csv"])
     assert run(cfg)["status"] == "completed"

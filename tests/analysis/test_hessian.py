@@ -92,7 +92,7 @@ def test_bad_budgets_are_refused():
 
 def test_the_sharpness_callback_reports_its_convergence_and_matches_the_full_hessian(make_cfg, tmp_path):
     from whylearn.callbacks.sharpness import fixed_subset
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
     from whylearn.runs.checkpoints import load_checkpoint
 
     cfg = make_cfg(["experiment=mnist1d_mlp", "data.num_samples=600", "model.hidden=[8,8]", "trainer.max_steps=160",

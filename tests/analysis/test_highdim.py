@@ -289,7 +289,7 @@ def test_kepler_sweep_seeds_follow_seed(make_cfg, tmp_path):
 
 
 def test_kernels_experiment_runs_through_whylearn_train(make_cfg, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=kernels", "logger=csv", "task.analysis.degrees=[1,2,3]", "task.analysis.num_points=200",
                     "task.analysis.timing_points=100"])
@@ -303,7 +303,7 @@ def test_kernels_experiment_runs_through_whylearn_train(make_cfg, tmp_path):
 
 
 def test_kepler_mlp_runs_through_whylearn_train(make_cfg, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=kepler_mlp", "logger=csv", "data.num_train=200", "data.num_test=200", "data.num_val=100",
                     "trainer.max_steps=64"])
@@ -313,7 +313,7 @@ def test_kepler_mlp_runs_through_whylearn_train(make_cfg, tmp_path):
 
 
 def test_kepler_lstm_single_run_through_whylearn_train(make_cfg, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(
         [

@@ -27,7 +27,7 @@ def _early_stopping_state(run_dir: Path) -> dict:
 
 
 def test_early_stopping_stops_when_val_loss_stops_improving(tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     # lr 0: the weights never move, val/loss is the same at every validation: the first check sets the
     # best score, the next two do not improve on it, and with patience 2 training stops after epoch 2
@@ -42,7 +42,7 @@ def test_early_stopping_stops_when_val_loss_stops_improving(tmp_path):
 
 @pytest.mark.parametrize("every", [1, 2])  # Lightning checks at the train epoch's end (1) or the validation's end (2)
 def test_early_stopping_sees_each_validations_val_loss(tmp_path, every):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = compose(SMALL + ["callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=100",
                            "optimizer.lr=0.3", "trainer.max_epochs=12", f"trainer.check_val_every_n_epoch={every}"],
@@ -94,7 +94,7 @@ def test_debug_profiler_writes_its_report_into_the_run_folder(options_run):
 
 
 def test_debug_profiler_takes_the_advanced_profiler(tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = compose(SMALL + ["trainer.max_epochs=2", "debug=profiler",
                            "trainer.profiler._target_=lightning.pytorch.profilers.AdvancedProfiler"], tmp_path)

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf, open_dict
 
 
 def test_callbacks_in_a_run_and_posthoc_on_its_checkpoint(make_cfg, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=edge_of_stability", "logger=csv", "trainer.max_steps=30", "data.train_size=200",
                     "data.num_samples=1000", "data.batch_size=50", "callbacks.sharpness.every_n_steps=null",
@@ -57,7 +57,7 @@ def test_callbacks_in_a_run_and_posthoc_on_its_checkpoint(make_cfg, tmp_path):
 
 
 def test_linear_regions_callback_and_posthoc(make_cfg, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=linear_regions", "logger=csv", "trainer.max_steps=40", "data.num_samples=600",
                     "model.hidden=[16,16]", "callbacks.regions.every_n_steps=20", "callbacks.regions.num_pairs=3",
@@ -75,7 +75,7 @@ def test_linear_regions_callback_and_posthoc(make_cfg, tmp_path):
 
 
 def test_regions_callback_rejects_non_relu(make_cfg):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=linear_regions", "logger=csv", "trainer.max_steps=2", "data.num_samples=300",
                     "model.activation=tanh", "model.hidden=[8]"])

@@ -109,7 +109,7 @@ def test_rich_bar_in_a_terminal_counts_optimizer_steps_and_shows_loss_and_accura
 
 
 def test_tqdm_bar_counts_optimizer_steps_and_shows_loss_and_accuracy(tmp_path, capsys):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = compose(RUN + ["progress=tqdm"], tmp_path)
     run(cfg)
@@ -119,7 +119,7 @@ def test_tqdm_bar_counts_optimizer_steps_and_shows_loss_and_accuracy(tmp_path, c
 
 
 def test_log_lines_give_each_value_with_the_step_it_was_measured_at(tmp_path, caplog):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = compose(RUN + ["+callbacks.lines._target_=whylearn.callbacks.LogLines", "+callbacks.lines.every_n_seconds=0"],
                   tmp_path)

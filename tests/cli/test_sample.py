@@ -15,7 +15,7 @@ def lm_run(tmp_path_factory):
     from omegaconf import open_dict
 
     from conftest import compose
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     tmp = tmp_path_factory.mktemp("lm")
     (tmp / "input.txt").write_text(TEXT, encoding="utf-8")

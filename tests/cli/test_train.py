@@ -18,7 +18,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from conftest import ROOT, compose
 from whylearn import build
-from whylearn.cli.train import SUMMARY_KEYS, run
+from whylearn.experiment import SUMMARY_KEYS, run
 from whylearn.runs.checkpoints import CheckpointError, load_checkpoint
 
 # the default experiment's data and model, trained briefly by shuffled SGD with a validation split

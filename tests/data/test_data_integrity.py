@@ -64,7 +64,7 @@ def test_mnist_labels_with_wrong_content_are_refused_before_training(shared_data
     assert "Delete it" in msg and "data.verify=false" in msg
 
     # through whylearn-train: the run fails at once and nothing is reported completed
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=mnist_mlp", f"paths.data_dir={tmp_path / 'data'}", "debug=fast_dev_run", "logger=csv"])
     with pytest.raises(ChecksumError, match="train-labels-idx1-ubyte.gz"):

@@ -86,7 +86,7 @@ def test_batchnorm_mode_gap_is_zero_without_batchnorm_and_restores_running_stati
 def test_batchnorm_experiment_runs_with_its_measurements(make_cfg):
     """The config and its two callbacks in a real (short) run: Santurkar et al.'s scalars and the mode gap land in
     summary.json; training is not perturbed by the measurement (same train loss with the callback removed)."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     base = ["experiment=batchnorm", "model.norm=noisy_batch", "logger=csv", "trainer.max_steps=20",
             "data.num_samples=1000", "data.batch_size=32", "callbacks.gradient_predictiveness.every_n_steps=10",
@@ -103,7 +103,7 @@ def test_batchnorm_and_noisy_batchnorm_train_where_the_plain_deep_mlp_is_still_s
     """The experiment's qualitative outcome on its first 200 steps (seed 0): without BatchNorm the 6-layer MLP is
     still on the ln(10) plateau; with BatchNorm, and with noisy BatchNorm's shifting distributions, it trains
     (docs/experiments.md: at step 200 about 2.30 against 1.31 and 1.57; 3 seeds over 2000 steps in the docs)."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     loss = {}
     for norm in ("none", "batch", "noisy_batch"):
@@ -119,7 +119,7 @@ def test_batchnorm_trains_at_a_learning_rate_where_the_plain_deep_mlp_collapses(
     learning rate at which the plain network trains in every seed (0.3; docs/experiments.md, 3 seeds x 7 learning
     rates): without BatchNorm the network collapses to a constant prediction (chance loss, ln 10 = 2.303) within
     100 steps, with BatchNorm it trains (2.31 against 1.49 at step 100)."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     loss = {}
     for norm in ("none", "batch"):
@@ -135,7 +135,7 @@ def test_batchnorm_trains_at_a_learning_rate_where_the_plain_deep_mlp_collapses(
 def test_batchnorm_full_run_smoother_steps_and_faster_training(make_cfg):
     """The documented 2000-step runs, seed 0: BatchNorm ends with a much lower training loss, and the loss varies
     less along the gradient step (Santurkar et al. Fig. 4a) with both BatchNorm variants."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     s = {norm: run(make_cfg(["experiment=batchnorm", f"model.norm={norm}", "logger=csv", "seed=0"], norm))
          for norm in ("none", "batch", "noisy_batch")}

@@ -144,7 +144,7 @@ def test_new_run_dir_gives_each_of_many_simultaneous_processes_its_own_folder(tm
 
 
 def test_an_existing_run_folder_is_reused_only_when_asked(finished, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     before = tree(finished)
     # the CLI without ckpt_path: refused before Hydra writes anything (.hydra/ included)
@@ -194,7 +194,7 @@ TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the 
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
     """A tiny character-level language-model run (whylearn-sample needs one) from a generated text."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     tmp = tmp_path_factory.mktemp("lm")
     (tmp / "input.txt").write_text(TEXT)
@@ -248,7 +248,7 @@ def test_whylearns_checkpoints_and_lightnings_content_load_as_weights_only(tmp_p
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
 
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
     from whylearn.runs.checkpoints import torch_load
 
     # every kind of task whylearn trains: classification, a classic learning rule (no optimizer), a forecaster,
@@ -303,7 +303,7 @@ def test_a_refused_or_failed_resume_leaves_the_run_untouched(finished, tmp_path)
     assert "model.hidden: [256, 256] in the checkpoint, [64, 64] now" in res.stderr
     assert tree(finished) == before
     # in Python: the same refusal (the truncated checkpoint: test_a_truncated_checkpoint_is_named_with_its_size)
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = compose(TINY + ["ckpt_path=last", "model.hidden=[64,64]"], tmp_path)
     cfg.paths.output_dir = str(finished)
@@ -346,7 +346,7 @@ def test_kill_9_loses_no_row_before_the_last_checkpoint_and_the_resume_accounts_
     assert clock["fit_time_s"] > 0 and clock["segments"] == [
         {"start_step": 0, "end_step": 18, "fit_time_s": round(clock["fit_time_s"], 3)}]
 
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = compose(RESUMABLE + ["ckpt_path=last"], tmp_path)
     cfg.paths.output_dir = str(run_dir)
@@ -396,7 +396,7 @@ def test_a_resume_from_an_earlier_checkpoint_keeps_exactly_the_rows_on_disk_at_i
 def test_a_resume_applies_a_new_optimizer_setting_to_the_restored_optimizer_and_records_it(tmp_path):
     from omegaconf import OmegaConf
 
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     def make(extra, sub):
         cfg = compose(RESUMABLE + extra, tmp_path)
@@ -424,7 +424,7 @@ def test_a_resume_applies_a_new_optimizer_setting_to_the_restored_optimizer_and_
 
 
 def test_a_resume_refuses_what_a_run_in_progress_cannot_take_naming_each_value(tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     def make(extra):
         cfg = compose(RESUMABLE + ["trainer.max_epochs=1"] + extra, tmp_path)

@@ -59,7 +59,7 @@ def straight(tmp_path_factory):
     from omegaconf import open_dict
 
     from conftest import compose
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     out = {}
     root = tmp_path_factory.mktemp("straight")
@@ -83,7 +83,7 @@ def straight(tmp_path_factory):
 ])
 def test_stop_and_resume_equals_the_uninterrupted_run(straight, make_cfg, tmp_path, schedule, step, signame, saved_at,
                                                       where):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
     from whylearn.runs import preemption
 
     fault = ["+callbacks.fault._target_=whylearn.runs.preemption.SignalAtStep", f"+callbacks.fault.step={step}",
@@ -125,7 +125,7 @@ def test_resume_after_a_crash_from_the_epoch_end_checkpoint_with_max_steps(strai
     set, Lightning 2.6 resumed it as saved inside that epoch's end: it ran the epoch end again, counted it as
     epoch 1 and stopped at step 36 of 54 with status "completed" (the reliability row "kill -9 mid-epoch,
     then resume"). It must train epochs 1 and 2 and end as the uninterrupted run does."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     crash = [f"+callbacks.crash._target_={__name__}.CrashAtStep", "+callbacks.crash.step=27"]
     with pytest.raises(RuntimeError, match="crash at step 27"):

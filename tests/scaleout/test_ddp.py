@@ -25,7 +25,7 @@ def _curve(run_dir, key="train/loss"):
 
 
 def _check_against_one_process(run_dir, make_cfg):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(SMALL + ["data.batch_size=50", "logger=csv"], sub="one")
     one, one_dir = run(cfg), Path(cfg.paths.output_dir)

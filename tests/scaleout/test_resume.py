@@ -30,7 +30,7 @@ def _history(run_dir):
 
 
 def test_sigterm_mid_epoch_then_ckpt_path_last_matches_uninterrupted(make_cfg, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
     from whylearn.runs import preemption
 
     straight = run(make_cfg(BASE, sub="straight"))
@@ -64,14 +64,14 @@ def test_sigterm_mid_epoch_then_ckpt_path_last_matches_uninterrupted(make_cfg, t
 
 
 def test_ckpt_path_last_without_checkpoint_names_the_path(make_cfg, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     with pytest.raises(FileNotFoundError, match="ckpt_path=last: no checkpoint at .*last.ckpt"):
         run(make_cfg(BASE + ["ckpt_path=last"], sub="empty"))
 
 
 def test_nan_loss_keeps_the_last_good_checkpoint(make_cfg, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
     from whylearn.tasks.base import NonFiniteLossError
 
     # the learning rate jumps by 1e30 after the first epoch: the loss of epoch 2 is not finite

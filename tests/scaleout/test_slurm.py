@@ -36,7 +36,7 @@ def test_requeued_jobs_resume_in_their_run_dirs_with_the_same_final_metrics(make
     """A job array of two jobs, each stopped once mid-training by SLURM, then requeued:
     ``requeue``: ``scontrol requeue`` (SLURM sends SIGTERM, as on preemption, and queues the job again);
     ``scancel``: SLURM delivers USR2, as before a time limit, and submitit requeues the job."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     name = f"wl-requeue-{tmp_path.name}"
     res = whylearn_releasing_requeued(

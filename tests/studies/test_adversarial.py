@@ -244,7 +244,7 @@ def test_full_adversarial_mnist_mlps_match_goodfellow(tmp_path, shared_data):
     """The MNIST MLP arms as measured in docs/experiments.md (3 seeds, 1500 steps; about 30 minutes on one
     busy core): natural models fall to ~0 accuracy at epsilon 0.25, FGSM training restores FGSM accuracy near
     Goodfellow et al.'s 82.1% but not PGD accuracy."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     s = run(compose(["experiment=adversarial_mnist", f"paths.data_dir={shared_data}", "logger=csv",
                      "task.analysis.max_steps=1500", "task.analysis.evaluation.num_examples=500",
@@ -260,7 +260,7 @@ def test_full_adversarial_mnist_mlps_match_goodfellow(tmp_path, shared_data):
 @pytest.mark.slow
 def test_full_adversarial_mnist_natural_cnn_falls_to_pgd(tmp_path, shared_data):
     """The natural CNN as measured in docs/experiments.md: near 0 under PGD at 0.3 (Madry et al. Fig. 4)."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     s = run(compose(["experiment=adversarial_mnist", f"paths.data_dir={shared_data}", "logger=csv",
                      "task.analysis.max_steps=1000", "task.analysis.evaluation.num_examples=500",
@@ -274,7 +274,7 @@ def test_full_adversarial_mnist_pgd_trained_cnn(tmp_path, shared_data):
     """The CNN pair as measured in docs/experiments.md (3 seeds, 250 steps, 7-step PGD training at epsilon 0.3;
     about 30 minutes of one idle core): the natural CNN falls to ~0 under PGD at 0.3 (Madry et al. Fig. 4),
     the PGD-trained one keeps far more of its accuracy there, at a cost in clean accuracy (Madry et al. Table 1)."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     s = run(compose(["experiment=adversarial_mnist", f"paths.data_dir={shared_data}", "logger=csv",
                      "task.analysis.max_steps=250", "task.analysis.evaluation.num_examples=500",
@@ -289,7 +289,7 @@ def test_full_adversarial_mnist_pgd_trained_cnn(tmp_path, shared_data):
 @pytest.mark.slow
 def test_full_adversarial_mnist1d(tmp_path):
     """The MNIST-1D experiment as measured (3 arms x 3 seeds, 1000 steps): PGD training keeps more at epsilon 0.2."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     s = run(compose(["experiment=adversarial_mnist1d", "logger=csv", "task.analysis.max_steps=1000"], tmp_path))
     assert s["mlp/pgd_acc@0.2"] < 0.5 * s["mlp/clean_acc"]

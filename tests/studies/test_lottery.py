@@ -153,7 +153,7 @@ def test_lottery_study_combines_seeds_run_in_parallel_and_refuses_another_setup(
 def test_full_lottery_mnist1d(tmp_path):
     """The MNIST-1D experiment as measured in docs/experiments.md (7 rounds to 22.8% of the weights, 1000 steps
     per training, 3 seeds; about 25 minutes on one busy core): every reference entry passes."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     s = run(compose(["experiment=lottery_mnist1d", "logger=csv", "task.analysis.rounds=7", "task.analysis.max_steps=1000",
                      "task.analysis.eval_every=100", "task.analysis.report_rounds=[3,5,7]"], tmp_path))
@@ -168,7 +168,7 @@ def test_full_lottery_lenet_300_100(tmp_path, shared_data):
     3.6% of the weights, 1000 iterations per training, 3 seeds; hours on one busy core). At 21.1% the winning ticket
     beats its random re-initialization and is at least the dense network; tickets match the dense network down to the
     paper's 10-20% range or below."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     s = run(compose(["experiment=lottery_mnist", f"paths.data_dir={shared_data}", "logger=csv"], tmp_path))
     assert s["round7/fraction"] == pytest.approx(0.211, abs=0.002) and s["round15/fraction"] == pytest.approx(0.036, abs=0.002)

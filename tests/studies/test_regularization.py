@@ -76,7 +76,7 @@ def test_full_regularization(tmp_path, shared_data):
     docs/experiments.md reports as passing pass. The one it reports as failing, min_random_train_acc, is the
     random-label arms with random crops, not fitted in 300 epochs (Zhang et al.'s random-label rows have no
     augmentation): they are still far above chance on the training set."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     s = run(compose(["experiment=regularization", f"paths.data_dir={shared_data}", "logger=csv"], tmp_path))
     verdicts = {e["quantity"]: e["verdict"] for e in s["reference"]}

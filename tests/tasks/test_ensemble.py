@@ -359,7 +359,7 @@ REDUCED = ["experiment=double_descent_mnist1d", "ensemble.grid.model.width=[4,40
 
 @pytest.fixture(scope="module")
 def reduced_dd(tmp_path_factory):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     tmp = tmp_path_factory.mktemp("dd")
     cfg = compose(REDUCED + ["logger=csv"], tmp)
@@ -367,7 +367,7 @@ def reduced_dd(tmp_path_factory):
 
 
 def test_reduced_double_descent_members_equal_whylearn_train_single_runs(reduced_dd, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg, summary, out = reduced_dd
     assert summary["ensemble/members"] == 4 and summary["steps"] == 80
@@ -421,7 +421,7 @@ def test_analyze_reads_an_ensemble_run_like_a_multirun(reduced_dd, tmp_path, cap
 @pytest.mark.slow
 def test_full_notebook_protocol_shows_double_descent(tmp_path):
     """The full protocol (28 widths x 3 seeds x 1000 epochs; about 15-30 minutes on 2 idle cores)."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     s = run(compose(["experiment=double_descent_mnist1d", "logger=csv"], tmp_path))
     assert s["ensemble/members"] == 84 and s["epochs"] == 1000
@@ -431,7 +431,7 @@ def test_full_notebook_protocol_shows_double_descent(tmp_path):
 
 
 def test_members_reach_wandb_as_keys_and_a_table(tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     s = run(compose(["experiment=double_descent_mnist1d", "ensemble.grid.model.width=[4,8]", "ensemble.grid.seed=[0]",
                      "trainer.max_steps=3", "threads=1", "logger=wandb"], tmp_path))

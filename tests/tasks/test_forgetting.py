@@ -133,7 +133,7 @@ def test_plain_sgd_forgets_ewc_and_replay_keep_it(make_cfg, tmp_path, caplog):
     """Reduced benchmark (split MNIST-1D, task-incremental, 5 tasks of 300 steps, 1 seed): plain SGD loses
     accuracy on the earlier tasks as the later ones are trained; EWC and a 50-example-per-task rehearsal
     buffer keep most of it."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     caplog.set_level(logging.WARNING, logger="whylearn")
     cfg = make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv", "task.steps_per_task=300", "task.eval_every=100",
@@ -155,7 +155,7 @@ def test_plain_sgd_forgets_ewc_and_replay_keep_it(make_cfg, tmp_path, caplog):
 def test_permuted_mnist_sgd_forgets_task_a_ewc_keeps_it(make_cfg, tmp_path, shared_data):
     """Reduced permuted MNIST (3 tasks of 200 steps, 1 seed, SGD and EWC only): plain SGD's accuracy on task A
     falls once B and C are trained (0.074 when written); EWC keeps it (0.015) (Kirkpatrick et al. 2017, Fig. 2A)."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=forgetting_permuted_mnist", "logger=csv", f"paths.data_dir={shared_data}",
                     "task.steps_per_task=200", "task.eval_every=200", "task.eval_size=1000", "task.seeds=1",
@@ -170,7 +170,7 @@ def test_permuted_mnist_sgd_forgets_task_a_ewc_keeps_it(make_cfg, tmp_path, shar
 
 
 def test_bad_study_arguments_are_refused(make_cfg):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     with pytest.raises(Exception, match="scenario 'task' does not fit benchmark 'permuted'"):
         run(make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv", "task.benchmark=permuted"]))
@@ -189,7 +189,7 @@ def _check_reference(cfg, summary):
 @pytest.mark.slow
 def test_split_mnist1d_full_run_forgets_with_sgd_only(make_cfg, tmp_path):
     """The documented split MNIST-1D run (3 seeds, about 3 minutes)."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv"])
     assert run(cfg)["status"] == "completed"
@@ -203,7 +203,7 @@ def test_split_mnist1d_full_run_forgets_with_sgd_only(make_cfg, tmp_path):
 @pytest.mark.slow
 def test_permuted_mnist_full_run_reproduces_fig_2a(make_cfg, tmp_path, shared_data):
     """The documented permuted MNIST run (3 seeds, about 10 minutes): both reference entries pass."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=forgetting_permuted_mnist", "logger=csv", f"paths.data_dir={shared_data}"])
     assert run(cfg)["status"] == "completed"

@@ -185,7 +185,7 @@ def test_phase_steps_read_from_series():
 
 # -- in a run ------------------------------------------------------------------------------------------------------------
 def test_grokking_run_logs_the_progress_measures(make_cfg, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=grokking", "data.p=23", "data.train_fraction=0.5", "data.steps_per_chunk=50",
                     "trainer.max_steps=300", "logger=csv", "callbacks.attention_maps.prompt=[3,5,23]",
@@ -207,7 +207,7 @@ def test_grokking_run_logs_the_progress_measures(make_cfg, tmp_path):
 
 
 def test_progress_measures_refuse_other_operations(make_cfg):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=grokking", "data.p=23", "data.op=*", "trainer.max_steps=50", "data.steps_per_chunk=50",
                     "logger=csv", "callbacks.attention_maps.prompt=[3,5,23]"])

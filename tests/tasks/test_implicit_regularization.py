@@ -102,7 +102,7 @@ def test_task_with_zero_penalty_is_plain_classification_and_the_penalty_lowers_t
     """The task's objective is L + (lambda/4) mean_k ||grad L_k||^2: lambda = 0 trains exactly as plain
     classification; with lambda > 0 the same number of full-batch steps ends with a smaller mini-batch gradient
     term (what the penalty is there to reduce)."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     base = ["experiment=fullbatch_vs_sgd", "logger=csv", "trainer.max_steps=60", "trainer.val_check_interval=30",
             "callbacks.model_checkpoint.every_n_train_steps=30", "callbacks.gradient_noise.every_n_steps=30",
@@ -126,7 +126,7 @@ def test_full_batch_and_sgd_both_reach_zero_training_error(make_cfg):
     """The seed's "even full batch, and it still gets to the bottom", reduced (200 training examples, 300 steps of
     lr 0.25, seed 0): full-batch gradient descent fits every training example, as SGD (batch 16) does. Whether SGD
     then tests higher is a difference of a few points: only the slow test and the docs' 3 seeds claim it."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     base = ["experiment=fullbatch_vs_sgd", "logger=csv", "seed=0", "trainer.max_steps=300",
             "trainer.val_check_interval=100", "callbacks.model_checkpoint.every_n_train_steps=100",
@@ -142,7 +142,7 @@ def test_full_experiment_gd_and_sgd_fit_and_sgd_generalizes_better(make_cfg):
     """The experiment as documented, seed 0 (about 5 minutes on an idle core): full-batch GD and SGD both reach
     zero training error on MNIST-1D, and SGD's test accuracy is above GD's; GD + the explicit penalty also fits
     and ends no worse than GD (docs/experiments.md: over 3 seeds it closes only part of the gap)."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     base = ["experiment=fullbatch_vs_sgd", "logger=csv", "seed=0"]
     gd = run(make_cfg(base, "gd"))

@@ -42,7 +42,7 @@ def test_cnn_has_a_one_dimensional_form():
 @pytest.mark.parametrize("model", ["cnn", "cnn1d", "logistic"])
 def test_models_train_on_mnist1d_through_whylearn_train(make_cfg, model):
     """Failed on main before: ``model=cnn data=mnist1d`` passed in_channels='auto' to the CNN (a TypeError)."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     extra = ["model.k=2"] if model == "cnn" else []
     cfg = make_cfg(["data=mnist1d", f"model={model}", "logger=csv", "data.num_samples=600", "trainer.max_steps=20",
@@ -111,7 +111,7 @@ def test_mlp_trains_with_shifts_through_the_study(make_cfg, tmp_path):
     """An arm with translation augmentation trains through the study (the fused ensemble's chunks)."""
     import json
 
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=invariance_mnist1d", "logger=csv", "task.seeds=2", "task.max_steps=150",
                     "task.only=[mlp_shift5]"])
@@ -127,7 +127,7 @@ def test_shuffling_positions_hurts_the_cnn_not_the_mlp(make_cfg, tmp_path):
     (The augmentation claim needs the full run: tests marked slow below.)"""
     import json
 
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=invariance_mnist1d", "logger=csv", "task.seeds=1", "task.max_steps=600",
                     "task.only=[mlp,cnn,mlp_shuffled,cnn_shuffled]"])
@@ -141,7 +141,7 @@ def test_shuffling_positions_hurts_the_cnn_not_the_mlp(make_cfg, tmp_path):
 
 
 def test_invariance_study_refuses_unknown_arms_and_models(make_cfg):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     with pytest.raises(Exception, match=r"task.only names unknown arms \['gru'\]"):
         run(make_cfg(["experiment=invariance_mnist1d", "logger=csv", "task.only=[gru]"]))
@@ -154,7 +154,7 @@ def test_greydanus_table_reproduced_over_three_seeds(make_cfg, tmp_path):
     """The full study (about 10 minutes on one core): each published number within its reference tolerance."""
     import json
 
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=invariance_mnist1d", "logger=csv"])
     assert run(cfg)["status"] == "completed"

@@ -30,7 +30,7 @@ def test_no_decay_groups_cover_every_parameter_once():
 
 def test_train_text_end_to_end_then_sample(make_cfg, tmp_path, capsys):
     from whylearn.cli.sample import main as sample_main
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     path = tmp_path / "input.txt"
     path.write_text(TEXT)
@@ -70,7 +70,7 @@ def test_train_text_end_to_end_then_sample(make_cfg, tmp_path, capsys):
 
 
 def test_grokking_config_trains_through_whylearn_train(make_cfg, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=grokking", "data.p=23", "data.steps_per_chunk=50", "trainer.max_steps=200",
                     "logger=csv", "callbacks.attention_maps.prompt=[3,5,23]"])

@@ -21,7 +21,7 @@ def test_grid_composes_and_norm_position_reaches_the_model(make_cfg):
 def test_post_ln_without_warm_up_trains_badly_where_pre_ln_does_not(make_cfg, shared_data):
     """Seed 0 of the documented grid's two no-warm-up arms (about 6 minutes on an idle core): at lr 5e-3 the post-LN
     GPT stays near the unigram loss while pre-LN trains (docs/experiments.md: 3 seeds)."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     data = shared_data
     out = {}

@@ -48,7 +48,7 @@ def reference_training(steps: int, seed: int = 42):
 
 
 def test_mnist1d_mlp_trains_exactly_as_the_mnist1d_reference_code(make_cfg, tmp_path):
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
     from whylearn.runs.checkpoints import load_checkpoint
 
     steps = 400
@@ -70,7 +70,7 @@ def test_mnist1d_mlp_trains_exactly_as_the_mnist1d_reference_code(make_cfg, tmp_
 @pytest.mark.slow
 def test_mnist1d_mlp_reaches_the_published_mlp_baseline_over_three_seeds(make_cfg):
     """Greydanus 2020 (README): MLP 68%; the default experiment's mean over 3 seeds is within 2 points."""
-    from whylearn.cli.train import run
+    from whylearn.experiment import run
 
     accs = []
     for seed in (42, 0, 1):

@@ -18,7 +18,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from whylearn.cli.train import CONFIG_DIR, _quiet_third_parties
+from whylearn.cli.train import CONFIG_DIR
+from whylearn.experiment import quiet_third_parties
 
 log = logging.getLogger("whylearn")
 
@@ -37,7 +38,7 @@ def evaluate(ckpt_path: str, split: str = "test", overrides: dict | None = None,
     # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
     from whylearn import build
 
-    _quiet_third_parties()
+    quiet_third_parties()
     from whylearn.runs.checkpoints import load_checkpoint  # start-up: torch and Lightning, once the command line is parsed
     from whylearn.tasks.base import get_history
 
