@@ -4,8 +4,8 @@
         [--arms logistic mlp mlp_fgsm cnn cnn_pgd] [--label "cnn=CNN, 250 steps"] [--columns fgsm@0.1 pgd@0.3 ...]
 
 Each RUN_DIR is a ``whylearn-train experiment=adversarial_*`` run (its ``runs/<arm>/seed<s>/summary.json``
-and ``.hydra/config.yaml``), e.g. one per seed (``seed=<s> task.analysis.num_seeds=1``) or per arm
-(``'~task.analysis.arms.<arm>'``). The per-seed results are aggregated with the study's own functions
+and ``.hydra/config.yaml``), e.g. one per seed (``seed=<s> study.num_seeds=1``) or per arm
+(``'~study.arms.<arm>'``). The per-seed results are aggregated with the study's own functions
 (:func:`whylearn.studies.adversarial.aggregate` and :func:`~whylearn.studies.adversarial.draw`), so OUT_DIR
 gets what one run of all the arms and seeds would leave: ``summary.json`` (means, sample sds and the
 experiment's reference block with verdicts), ``figures/adversarial_accuracy.png`` (the published values
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg_path.exists():
             continue
         cfg = OmegaConf.load(cfg_path)
-        an = cfg.task.analysis
+        an = cfg.study if "study" in cfg else cfg.task.analysis  # task.analysis: a run from before the Study protocol
         for arm, node in an.arms.items():
             labels.setdefault(arm, node.get("label", arm))
         title = title or an.get("title", "")

@@ -16,7 +16,8 @@ Default suite (``test_documented_block``), in this process to spare ~5 s of impo
 - ``whylearn-train ...``: Hydra's main of whylearn.cli.train with ``sys.argv`` = the command's words plus
   the shortening. The run is composed, built (data, model, task, loggers, trainer) and stopped at its
   first optimizer step, once a loss and its gradients exist (an analysis task, whose one "batch" is the
-  whole study, as that batch starts); it runs to its shortened end when a later whylearn-eval,
+  whole study, as that batch starts; a study (``study:``, whylearn.studies.base), built, as it is called);
+  it runs to its shortened end when a later whylearn-eval,
   whylearn-sample or resume of the block reads it. A multirun launches its first job so and composes its
   last (config resolved, folder made), then stops. The joblib and SLURM launchers are replaced in this
   process by Hydra's basic one (they run for real in the slow suite). GPU commands (``trainer=gpu``, a
@@ -402,7 +403,7 @@ class BlockRun:
         from whylearn import build
 
         seen = []
-        real_run, real_callbacks = T.run, build.build_callbacks
+        real_run, real_callbacks, real_study = T.run, build.build_callbacks, build.build_study
 
         def run(cfg):
             seen.append(str(build.run_dir(cfg)))
@@ -414,6 +415,16 @@ class BlockRun:
 
         def callbacks(cfg):
             return [*real_callbacks(cfg), *([_stop_after_first_step()] if jobs == "start" else [])]
+
+        def study(cfg):  # a study (whylearn.studies.base) computes its whole result in one call: stopped as it starts
+            made = real_study(cfg)
+            if jobs != "start":
+                return made
+
+            def started(run):
+                raise _RunStarted()
+
+            return started
 
         real_launcher = Plugins.instantiate_launcher
         total = []
@@ -444,6 +455,7 @@ class BlockRun:
             mp.setattr(sys, "argv", [prog, *args])
             mp.setattr(T, "run", run)
             mp.setattr(build, "build_callbacks", callbacks)
+            mp.setattr(build, "build_study", study)
             mp.setattr(Plugins, "instantiate_launcher", first_and_last)
             _memoize_mnist1d(mp)
             threads = torch.get_num_threads()

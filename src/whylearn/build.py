@@ -228,5 +228,11 @@ def build_trainer(cfg: DictConfig, callbacks: list, loggers: list) -> L.Trainer:
     )
 
 
+def build_study(cfg: DictConfig):
+    """The experiment's study (:mod:`whylearn.studies.base`): ``cfg.study`` instantiated, a callable
+    (Hydra ``_partial_: true``) that :func:`whylearn.studies.base.call_study` runs."""
+    return instantiate(cfg.study)
+
+
 def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)

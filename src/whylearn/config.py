@@ -274,6 +274,29 @@ def _check_node(node: Any, schema: type, prefix: str, errors: list[str]) -> None
         errors.append(f"{prefix}{f.name}={shown}: expected {_describe(hints[f.name], f.metadata)}{note}")
 
 
+STUDY_FREE = ("data", "model", "task", "optimizer", "scheduler")
+
+
+def _check_study(cfg: DictConfig, errors: list[str]) -> None:
+    """A study (``study:``, :mod:`whylearn.studies.base`) configures its own data and models: a data, model,
+    task, optimizer or scheduler node beside it would be ignored, and a study has no checkpoint to resume."""
+    try:
+        study = cfg.get("study")
+    except OmegaConfBaseException:
+        return
+    if study is None:
+        return
+    if not isinstance(study, DictConfig) or "_target_" not in study:
+        errors.append(f"study={study!r}: expected a node with a _target_ (a callable; Hydra _partial_: true)")
+        return
+    given = [k for k in STUDY_FREE if cfg.get(k)]  # scheduler: none is an empty node
+    if given:
+        errors.append(f"{', '.join(given)}: a study (study._target_={study._target_}) takes no {'/'.join(given)} "
+                      f"node; it configures its own under study.* (select {', '.join(f'{k}=null' for k in given)})")
+    if cfg.get("ckpt_path") is not None:
+        errors.append(f"ckpt_path={cfg.ckpt_path!r}: a study does not resume from a checkpoint; expected null")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the values of ``cfg`` against the schemas of this module.
 
@@ -283,6 +306,7 @@ def validate(cfg: DictConfig) -> None:
     """
     errors: list[str] = []
     _check_node(cfg, TopSchema, "", errors)
+    _check_study(cfg, errors)
     for group, schema in GROUPS.items():
         try:
             node = cfg.get(group)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ def _start_loggers(loggers: list) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train and test as ``cfg`` says; return the summary (also written to ``summary.json``).
+    """Train and test as ``cfg`` says, or run its study (``cfg.study``, :mod:`whylearn.studies.base`);
+    return the summary (also written to ``summary.json``).
 
     Nothing is written before the config is valid (:func:`whylearn.config.validate`) and, for a resume,
     the checkpoint has loaded and its config agrees (:func:`whylearn.runs.resume.plan_resume`); a resume
@@ -81,12 +83,78 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     zero = rank_zero_only.rank == 0  # under DDP every rank runs this; rank 0 alone writes files
     out.mkdir(parents=True, exist_ok=True)
     reference.activate(refs)  # figures draw the published values they are named in
+    if is_study(cfg):
+        with resume.run_folder_lock(out):
+            if resume.holds_run(out):  # another process wrote here since plan_resume looked
+                resume.plan_resume(cfg, out)
+            return _run_study(cfg, out, refs)
     if not zero:
         return _run(cfg, out, plan, zero, refs)
     with resume.run_folder_lock(out):
         if not plan.resuming and resume.holds_run(out):  # another process wrote here since plan_resume looked
             plan = resume.plan_resume(cfg, out)
         return _run(cfg, out, plan, zero, refs)
+
+
+def is_study(cfg: DictConfig) -> bool:
+    """The experiment is a study (a ``study:`` node), not a training run."""
+    return cfg.get("study") is not None
+
+
+def _run_study(cfg: DictConfig, out: Path, refs) -> dict[str, Any]:
+    """A study's run (:mod:`whylearn.studies.base`): what a training run writes, without a Trainer."""
+    import lightning as L
+    import torch
+
+    # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
+    from whylearn import build
+    from whylearn.loggers import finish_wandb, log_config, log_images
+    from whylearn.studies.base import StudyRun, call_study
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    study = build.build_study(cfg)
+    loggers = build.build_loggers(cfg, run_dir=out)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    smoke = bool(OmegaConf.select(cfg, "trainer.fast_dev_run", default=False))  # debug=fast_dev_run
+    study_run = StudyRun(out, loggers, seed=int(cfg.seed), smoke=smoke, progress=build.progress_kind(cfg))
+    summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running"}
+    overrides = _overrides()
+    if overrides is not None:
+        summary["overrides"] = overrides
+    summary_path = out / "summary.json"
+    t0 = time.perf_counter()
+    try:
+        _start_loggers(loggers)
+        log_config(loggers, cfg)  # the resolved config: W&B's run config, the CSV's hparams.yaml
+        result = call_study(study, study_run)
+        study_run.close()
+        summary.update(result.summary)
+        summary.update({"study_time_s": round(time.perf_counter() - t0, 2), "status": "completed"})
+        study_run.log(result.summary)  # the summary's scalars, as the last row of every logger
+    except BaseException as e:
+        study_run.close()
+        status = "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "failed"
+        summary.update({"study_time_s": round(time.perf_counter() - t0, 2), "status": status,
+                        "error": f"{type(e).__name__}: {e}"})
+        summary["reference"] = reference.evaluate(refs, summary)
+        write_summary(summary_path, summary)
+        try:
+            finish_wandb(loggers, summary)
+        except Exception as wandb_error:
+            log.warning("could not finish the W&B run: %s", wandb_error)
+        log.error("study %s: %s\nsummary (with the error): %s", status, e, summary_path)
+        raise
+    summary["reference"] = reference.evaluate(refs, summary)  # published beside measured, with verdicts
+    write_summary(summary_path, summary)
+    for lg in loggers:
+        if hasattr(lg, "save"):
+            lg.save()
+    log_images(loggers, {f"figures/{Path(p).stem}": p for p in result.figures})
+    finish_wandb(loggers, summary)
+    _report(cfg, out, summary, loggers)
+    return summary
 
 
 def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
@@ -236,7 +304,7 @@ def _report(cfg: DictConfig, out: Path, summary: dict, loggers: list) -> None:
     lines = [
         f"run directory: {out}",
         f"  summary:     {out / 'summary.json'}",
-        f"  checkpoints: {out / 'checkpoints'}",
+        *([f"  checkpoints: {out / 'checkpoints'}"] if (out / "checkpoints").is_dir() else []),
         f"  figures:     {', '.join(sorted(p.name for p in (out / 'figures').glob('*.png')))} in {out / 'figures'}",
     ]
     for lg in loggers:

@@ -64,9 +64,9 @@ def test_bad_geometry_arguments_are_refused():
 def test_high_dim_geometry_experiment_runs_through_whylearn_train(make_cfg, tmp_path):
     from whylearn.experiment import run
 
-    cfg = make_cfg(["experiment=high_dim_geometry", "logger=csv", "task.analysis.dims=[2,10,300]",
-                    "task.analysis.num_pairs=1000", "task.analysis.num_points=5000", "task.analysis.num_cube_points=20000",
-                    "task.analysis.num_tilted=2000", "task.analysis.histogram_dims=[2,300]"])
+    cfg = make_cfg(["experiment=high_dim_geometry", "logger=csv", "study.dims=[2,10,300]",
+                    "study.num_pairs=1000", "study.num_points=5000", "study.num_cube_points=20000",
+                    "study.num_tilted=2000", "study.histogram_dims=[2,300]"])
     assert run(cfg)["status"] == "completed"
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert abs(saved["shell/eps0.01/fraction_mc/d300"] - 0.951) < 0.02

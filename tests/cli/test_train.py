@@ -132,7 +132,11 @@ def test_every_config_composes_and_passes_the_schema(tmp_path):
     assert "mnist1d_mlp" in experiments and "mnist_mlp" in experiments
     for name in experiments:
         cfg = compose([f"experiment={name}"], tmp_path)
-        assert cfg.data._target_ and cfg.trainer._target_
+        assert cfg.trainer._target_
+        if "study" in cfg:  # a study (whylearn.studies.base): its own data and models, none of the run's
+            assert cfg.study._target_ and not {"data", "model", "task", "optimizer"} & set(cfg), name
+        else:
+            assert cfg.data._target_ and cfg.model._target_ and cfg.task._target_, name
         assert cfg.task_name == cfg.experiment_name == name  # train.yaml's default: the experiment's file name
         validate(cfg)  # the shipped configs hold only allowed values (whylearn.config)
     for group in ("data", "model", "optimizer", "scheduler", "trainer", "logger", "callbacks", "debug", "task"):

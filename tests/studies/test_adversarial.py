@@ -247,8 +247,8 @@ def test_full_adversarial_mnist_mlps_match_goodfellow(tmp_path, shared_data):
     from whylearn.experiment import run
 
     s = run(compose(["experiment=adversarial_mnist", f"paths.data_dir={shared_data}", "logger=csv",
-                     "task.analysis.max_steps=1500", "task.analysis.evaluation.num_examples=500",
-                     "~task.analysis.arms.cnn", "~task.analysis.arms.cnn_pgd", "task.analysis.triptych=[mlp,mlp_fgsm]"],
+                     "study.max_steps=1500", "study.evaluation.num_examples=500",
+                     "~study.arms.cnn", "~study.arms.cnn_pgd", "study.triptych=[mlp,mlp_fgsm]"],
                     tmp_path))
     v = _verdicts(s)
     assert v["logistic/fgsm_acc@0.25"] == "pass" and v["mlp_fgsm/fgsm_acc@0.25"] == "pass"
@@ -263,9 +263,9 @@ def test_full_adversarial_mnist_natural_cnn_falls_to_pgd(tmp_path, shared_data):
     from whylearn.experiment import run
 
     s = run(compose(["experiment=adversarial_mnist", f"paths.data_dir={shared_data}", "logger=csv",
-                     "task.analysis.max_steps=1000", "task.analysis.evaluation.num_examples=500",
-                     "~task.analysis.arms.logistic", "~task.analysis.arms.mlp", "~task.analysis.arms.mlp_fgsm",
-                     "~task.analysis.arms.cnn_pgd", "task.analysis.triptych=[cnn]"], tmp_path))
+                     "study.max_steps=1000", "study.evaluation.num_examples=500",
+                     "~study.arms.logistic", "~study.arms.mlp", "~study.arms.mlp_fgsm",
+                     "~study.arms.cnn_pgd", "study.triptych=[cnn]"], tmp_path))
     assert _verdicts(s)["cnn/pgd_acc@0.3"] == "pass" and s["cnn/clean_acc"] > 0.97
 
 
@@ -277,10 +277,10 @@ def test_full_adversarial_mnist_pgd_trained_cnn(tmp_path, shared_data):
     from whylearn.experiment import run
 
     s = run(compose(["experiment=adversarial_mnist", f"paths.data_dir={shared_data}", "logger=csv",
-                     "task.analysis.max_steps=250", "task.analysis.evaluation.num_examples=500",
-                     "~task.analysis.arms.logistic", "~task.analysis.arms.mlp", "~task.analysis.arms.mlp_fgsm",
-                     "task.analysis.trainings.pgd.steps=7", "task.analysis.trainings.pgd.epsilon_warmup_steps=75",
-                     "task.analysis.triptych=[cnn,cnn_pgd]"], tmp_path))
+                     "study.max_steps=250", "study.evaluation.num_examples=500",
+                     "~study.arms.logistic", "~study.arms.mlp", "~study.arms.mlp_fgsm",
+                     "study.trainings.pgd.steps=7", "study.trainings.pgd.epsilon_warmup_steps=75",
+                     "study.triptych=[cnn,cnn_pgd]"], tmp_path))
     assert _verdicts(s)["cnn/pgd_acc@0.3"] == "pass" and s["cnn/clean_acc"] > 0.9
     assert s["cnn_pgd/pgd_acc@0.3"] > s["cnn/pgd_acc@0.3"] + 0.2
     assert s["cnn_pgd/clean_acc"] < s["cnn/clean_acc"]
@@ -291,6 +291,6 @@ def test_full_adversarial_mnist1d(tmp_path):
     """The MNIST-1D experiment as measured (3 arms x 3 seeds, 1000 steps): PGD training keeps more at epsilon 0.2."""
     from whylearn.experiment import run
 
-    s = run(compose(["experiment=adversarial_mnist1d", "logger=csv", "task.analysis.max_steps=1000"], tmp_path))
+    s = run(compose(["experiment=adversarial_mnist1d", "logger=csv", "study.max_steps=1000"], tmp_path))
     assert s["mlp/pgd_acc@0.2"] < 0.5 * s["mlp/clean_acc"]
     assert s["mlp_pgd/pgd_acc@0.2"] > s["mlp/pgd_acc@0.2"] + 0.1

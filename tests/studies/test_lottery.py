@@ -120,8 +120,8 @@ def test_lottery_study_aggregates_seeds_and_draws(tmp_path, one_thread):
 
 
 def test_lottery_study_combines_seeds_run_in_parallel_and_refuses_another_setup(tmp_path, one_thread):
-    """Seeds trained by separate runs (``seed=s task.analysis.num_seeds=1``) are read by a combining run with
-    ``task.analysis.reuse``, not retrained (the first rounds of a longer run); a run of another set-up is refused
+    """Seeds trained by separate runs (``seed=s study.num_seeds=1``) are read by a combining run with
+    ``study.reuse``, not retrained (the first rounds of a longer run); a run of another set-up is refused
     before anything is written."""
     from omegaconf import OmegaConf
 
@@ -155,8 +155,8 @@ def test_full_lottery_mnist1d(tmp_path):
     per training, 3 seeds; about 25 minutes on one busy core): every reference entry passes."""
     from whylearn.experiment import run
 
-    s = run(compose(["experiment=lottery_mnist1d", "logger=csv", "task.analysis.rounds=7", "task.analysis.max_steps=1000",
-                     "task.analysis.eval_every=100", "task.analysis.report_rounds=[3,5,7]"], tmp_path))
+    s = run(compose(["experiment=lottery_mnist1d", "logger=csv", "study.rounds=7", "study.max_steps=1000",
+                     "study.eval_every=100", "study.report_rounds=[3,5,7]"], tmp_path))
     assert {e["quantity"]: e["verdict"] for e in s["reference"]} == {"round7/winning_minus_dense": "pass",
                                                                      "round7/winning_minus_reinit": "pass"}
     assert s["round3/winning_minus_reinit"] > 0

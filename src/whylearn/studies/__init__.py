@@ -6,9 +6,13 @@ points (``tests/test_import_layers.py``).
 Each study module keeps its science in plain functions: ``run_seed(cfg, seed)`` trains and measures one
 arm for one seed from a plain config (nested dicts with Hydra ``_target_`` nodes) and returns plain
 numbers; ``study(out_dir, ...)`` runs the arms and seeds, aggregates mean and standard deviation, and
-draws the figures. ``whylearn-train experiment=<name>`` runs a study through
-:class:`~whylearn.tasks.AnalysisTask` (``task.analysis`` names the study function), so the run leaves
-``summary.json``, ``figures/`` and its W&B run like any other.
+draws the figures. ``whylearn-train experiment=<name>`` runs a study as the experiment's ``study:`` node
+names it (:mod:`whylearn.studies.base`, the Study protocol: no outer ``Trainer.fit``, no placeholder data or
+model), through the run every training run takes (:func:`whylearn.experiment.run`), so it leaves
+``config.yaml``, ``summary.json``, ``figures/``, its CSV and its W&B run like any other.
+
+- :mod:`whylearn.studies.base`: the Study protocol (:class:`~whylearn.studies.base.StudyRun`,
+  :class:`~whylearn.studies.base.StudyResult`, :func:`~whylearn.studies.base.call_study`).
 
 - :mod:`whylearn.studies.adversarial`: accuracy against the L-infinity budget, natural vs adversarial training.
 - :mod:`whylearn.studies.lottery`: iterative magnitude pruning with rewinding, winning tickets vs random reinit.

@@ -255,8 +255,8 @@ def draw(summary: Mapping[str, Any], results: Mapping[str, Sequence[Mapping[str,
 def load_runs(run_dirs: Sequence[str | Path], arms: Sequence[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     """The per-seed results of one or more study runs, read from their ``runs/<arm>/seed<s>/summary.json``.
 
-    The arms or seeds of one study run as separate processes (``'~task.analysis.arms.<arm>'``, ``seed=<s>
-    task.analysis.num_seeds=1``) give the per-seed results the whole study gives in one; this collects them
+    The arms or seeds of one study run as separate processes (``'~study.arms.<arm>'``, ``seed=<s>
+    study.num_seeds=1``) give the per-seed results the whole study gives in one; this collects them
     for :func:`aggregate` and :func:`draw`. Arms come in the order of ``arms`` (default: as first found), seeds
     in increasing order.
 

@@ -207,7 +207,7 @@ def _setup(cfg: Mapping[str, Any]) -> dict[str, Any]:
 def read_seed_runs(run_dirs: list[str | Path], seeds: list[int],
                    cfg: Mapping[str, Any]) -> dict[int, tuple[Path, dict[str, Any]]]:
     """The seeds of ``seeds`` that earlier runs of this study already trained with the same set-up, e.g. one run
-    per seed launched in parallel (``seed=s task.analysis.num_seeds=1``) and combined by a last run.
+    per seed launched in parallel (``seed=s study.num_seeds=1``) and combined by a last run.
 
     Args:
         run_dirs: run directories of earlier runs (each holds Hydra's ``.hydra/config.yaml`` and this study's
@@ -231,13 +231,14 @@ def read_seed_runs(run_dirs: list[str | Path], seeds: list[int],
     for d in map(Path, run_dirs):
         hydra_cfg = d / ".hydra" / "config.yaml"
         if not hydra_cfg.is_file() or not (d / "runs").is_dir():
-            raise FileNotFoundError(f"task.analysis.reuse: {str(d)!r} is not a lottery run directory (needs .hydra/config.yaml "
+            raise FileNotFoundError(f"study.reuse: {str(d)!r} is not a lottery run directory (needs .hydra/config.yaml "
                                     "and runs/seed<s>/summary.json)")
-        node = OmegaConf.load(hydra_cfg).get("task", {}).get("analysis", {})
+        saved = OmegaConf.load(hydra_cfg)  # task.analysis: a run made before the Study protocol (study:)
+        node = saved.get("study") or saved.get("task", {}).get("analysis", {})
         theirs = _setup(OmegaConf.to_container(node, resolve=False) if node else {})
         for k in SETUP_KEYS:
             if theirs[k] != ours[k]:
-                raise ValueError(f"task.analysis.reuse: {str(d)!r} ran {k}={theirs[k]!r}, this run has {k}={ours[k]!r}; "
+                raise ValueError(f"study.reuse: {str(d)!r} ran {k}={theirs[k]!r}, this run has {k}={ours[k]!r}; "
                                  "only runs of the same set-up can be combined")
         for s in seeds:
             path = d / "runs" / f"seed{s}" / "summary.json"

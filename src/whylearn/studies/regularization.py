@@ -213,7 +213,7 @@ def summarize(results: Mapping[tuple[str, str], list[dict]], sets: Sequence[str]
 
 def load_runs(study_dirs: Sequence[Path]) -> tuple[dict[tuple[str, str], list[dict]], list[int]]:
     """The per-seed summaries (``runs/<labels>_<set>/seed<s>/summary.json``) of one or more study directories, e.g.
-    the three runs of ``whylearn-train experiment=regularization seed=<s> task.analysis.num_seeds=1``.
+    the three runs of ``whylearn-train experiment=regularization seed=<s> study.num_seeds=1``.
 
     Returns:
         (results, seeds): ``results[(labels, set)]`` is the list of :func:`run_seed` dicts ordered by seed.
