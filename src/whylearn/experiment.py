@@ -109,7 +109,7 @@ def _run_study(cfg: DictConfig, out: Path, refs) -> dict[str, Any]:
     # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
     from whylearn import build
     from whylearn.loggers import finish_wandb, log_config, log_images
-    from whylearn.studies.base import StudyRun, call_study
+    from whylearn.studies.base import StudyRun, call_study, device_of
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("threads"):
@@ -118,7 +118,8 @@ def _run_study(cfg: DictConfig, out: Path, refs) -> dict[str, Any]:
     loggers = build.build_loggers(cfg, run_dir=out)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     smoke = bool(OmegaConf.select(cfg, "trainer.fast_dev_run", default=False))  # debug=fast_dev_run
-    study_run = StudyRun(out, loggers, seed=int(cfg.seed), smoke=smoke, progress=build.progress_kind(cfg))
+    study_run = StudyRun(out, loggers, seed=int(cfg.seed), smoke=smoke, progress=build.progress_kind(cfg),
+                         device=device_of(OmegaConf.select(cfg, "trainer.accelerator", default="cpu")))
     summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running"}
     overrides = _overrides()
     if overrides is not None:

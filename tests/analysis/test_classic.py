@@ -404,20 +404,20 @@ def test_decision_boundary_refuses_data_that_are_not_2d(make_cfg):
 def test_sweep_experiments_run(make_cfg):
     import os
 
-    s, out = _run(make_cfg, ["experiment=xor_sweep", "task.widths=[2]", "task.num_seeds=6", "task.steps=300"], "xor")
+    s, out = _run(make_cfg, ["experiment=xor_sweep", "study.widths=[2]", "study.num_seeds=6", "study.steps=300"], "xor")
     assert {r["activation"] for r in s["rows"]} == {"step", "sigmoid", "tanh", "relu"}
     assert "xor_success.png" in os.listdir(f"{out}/figures")
-    s, out = _run(make_cfg, ["experiment=lms_sweep", "task.num_mu=4", "task.steps=2000", "task.num_seeds=4",
-                             "data.n_train=300"], "lms")
+    s, out = _run(make_cfg, ["experiment=lms_sweep", "study.num_mu=4", "study.steps=2000", "study.num_seeds=4",
+                             "study.data.n_train=300"], "lms")
     assert s["full/edge_bracketed"] and s["lms/mu_diverge_over_edge"] >= 1.0
     assert s["lms/seeds"] == [0, 1, 2, 3] and "lms_mu_sweep.png" in os.listdir(f"{out}/figures")
     assert {e["quantity"] for e in s["reference"]} >= {"lms/mu_stable_over_edge", "full/mu_diverge_over_edge"}
     assert all(e["verdict"] in ("pass", "fail") for e in s["reference"])  # every quantity was measured
-    s, out = _run(make_cfg, ["experiment=hopfield_capacity", "task.num_neurons=[60]", "task.loads=[0.05,0.3]",
-                             "task.trials=1"], "hop")
+    s, out = _run(make_cfg, ["experiment=hopfield_capacity", "study.num_neurons=[60]", "study.loads=[0.05,0.3]",
+                             "study.trials=1"], "hop")
     assert s["rows"][0]["recalled"] > s["rows"][1]["recalled"]
-    s, out = _run(make_cfg, ["experiment=perceptron_margin_sweep", "task.gammas=[0.2]", "task.dims=[2,5]",
-                             "task.num_seeds=2", "task.n=50"], "margin")
+    s, out = _run(make_cfg, ["experiment=perceptron_margin_sweep", "study.gammas=[0.2]", "study.dims=[2,5]",
+                             "study.num_seeds=2", "study.n=50"], "margin")
     assert s["all_separated"] and s["all_within_bound"]
     s, out = _run(make_cfg, ["experiment=hopfield_images", "data.eval_batch_size=3"], "img")  # 4 probes, 2 batches
     assert s["test/overlap"] > 0.95 and "hopfield_images.png" in os.listdir(f"{out}/figures")
@@ -428,11 +428,11 @@ def test_sweeps_derive_their_seeds_from_seed(make_cfg):
     """Issue 16: seed s runs seeds s .. s + n - 1 (before, xor_sweep and perceptron_margin_sweep always ran 0 .. n - 1)."""
     from whylearn.analysis.classic import hopfield_capacity, perceptron_margin_sweep, xor_sweep
 
-    xor = ["experiment=xor_sweep", "task.widths=[2]", "task.activations=[tanh]", "task.num_seeds=6", "task.steps=200"]
-    margin = ["experiment=perceptron_margin_sweep", "task.gammas=[0.1]", "task.dims=[5]", "task.num_seeds=3", "task.n=60"]
-    hop = ["experiment=hopfield_capacity", "task.num_neurons=[50]", "task.loads=[0.2]", "task.trials=3"]
-    lms = ["experiment=lms_sweep", "task.num_mu=0", "task.edge_factors=[0.5]", "task.steps=400", "task.num_seeds=2",
-           "data.n_train=100"]
+    xor = ["experiment=xor_sweep", "study.widths=[2]", "study.activations=[tanh]", "study.num_seeds=6", "study.steps=200"]
+    margin = ["experiment=perceptron_margin_sweep", "study.gammas=[0.1]", "study.dims=[5]", "study.num_seeds=3", "study.n=60"]
+    hop = ["experiment=hopfield_capacity", "study.num_neurons=[50]", "study.loads=[0.2]", "study.trials=3"]
+    lms = ["experiment=lms_sweep", "study.num_mu=0", "study.edge_factors=[0.5]", "study.steps=400", "study.num_seeds=2",
+           "study.data.n_train=100"]
     runs = {}
     for name, overrides in (("xor", xor), ("margin", margin), ("hop", hop), ("lms", lms)):
         for seed in (13, 271):

@@ -136,8 +136,8 @@ def test_plain_sgd_forgets_ewc_and_replay_keep_it(make_cfg, tmp_path, caplog):
     from whylearn.experiment import run
 
     caplog.set_level(logging.WARNING, logger="whylearn")
-    cfg = make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv", "task.steps_per_task=300", "task.eval_every=100",
-                    "task.seeds=1", "~task.methods.l2"])
+    cfg = make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv", "study.steps_per_task=300", "study.eval_every=100",
+                    "study.seeds=1", "~study.methods.l2"])
     assert run(cfg)["status"] == "completed"
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["sgd/task1_after_task1"] > 0.9  # it learned task 1 (0 vs 1) ...
@@ -158,9 +158,9 @@ def test_permuted_mnist_sgd_forgets_task_a_ewc_keeps_it(make_cfg, tmp_path, shar
     from whylearn.experiment import run
 
     cfg = make_cfg(["experiment=forgetting_permuted_mnist", "logger=csv", f"paths.data_dir={shared_data}",
-                    "task.steps_per_task=200", "task.eval_every=200", "task.eval_size=1000", "task.seeds=1",
-                    "task.fisher_samples=200",
-                    "~task.methods.l2", "~task.methods.replay"])
+                    "study.steps_per_task=200", "study.eval_every=200", "study.eval_size=1000", "study.seeds=1",
+                    "study.fisher_samples=200",
+                    "~study.methods.l2", "~study.methods.replay"])
     assert run(cfg)["status"] == "completed"
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["sgd/task1_after_task1"] > 0.85  # it learned task A ...
@@ -173,9 +173,9 @@ def test_bad_study_arguments_are_refused(make_cfg):
     from whylearn.experiment import run
 
     with pytest.raises(Exception, match="scenario 'task' does not fit benchmark 'permuted'"):
-        run(make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv", "task.benchmark=permuted"]))
+        run(make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv", "study.benchmark=permuted"]))
     with pytest.raises(Exception, match=r"method 'x' has unknown keys \['lambda'\]"):
-        run(make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv", "+task.methods.x={lambda: 1.0}"]))
+        run(make_cfg(["experiment=forgetting_split_mnist1d", "logger=csv", "+study.methods.x={lambda: 1.0}"]))
 
 
 def _check_reference(cfg, summary):

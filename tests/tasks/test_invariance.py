@@ -113,8 +113,8 @@ def test_mlp_trains_with_shifts_through_the_study(make_cfg, tmp_path):
 
     from whylearn.experiment import run
 
-    cfg = make_cfg(["experiment=invariance_mnist1d", "logger=csv", "task.seeds=2", "task.max_steps=150",
-                    "task.only=[mlp_shift5]"])
+    cfg = make_cfg(["experiment=invariance_mnist1d", "logger=csv", "study.seeds=2", "study.max_steps=150",
+                    "study.only=[mlp_shift5]"])
     assert run(cfg)["status"] == "completed"
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["mlp_shift5/test/acc"] > 0.3  # it learned (chance: 0.1)
@@ -129,8 +129,8 @@ def test_shuffling_positions_hurts_the_cnn_not_the_mlp(make_cfg, tmp_path):
 
     from whylearn.experiment import run
 
-    cfg = make_cfg(["experiment=invariance_mnist1d", "logger=csv", "task.seeds=1", "task.max_steps=600",
-                    "task.only=[mlp,cnn,mlp_shuffled,cnn_shuffled]"])
+    cfg = make_cfg(["experiment=invariance_mnist1d", "logger=csv", "study.seeds=1", "study.max_steps=600",
+                    "study.only=[mlp,cnn,mlp_shuffled,cnn_shuffled]"])
     assert run(cfg)["status"] == "completed"
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["cnn/test/acc"] > s["mlp/test/acc"] + 0.15  # the built-in invariance pays
@@ -143,10 +143,10 @@ def test_shuffling_positions_hurts_the_cnn_not_the_mlp(make_cfg, tmp_path):
 def test_invariance_study_refuses_unknown_arms_and_models(make_cfg):
     from whylearn.experiment import run
 
-    with pytest.raises(Exception, match=r"task.only names unknown arms \['gru'\]"):
-        run(make_cfg(["experiment=invariance_mnist1d", "logger=csv", "task.only=[gru]"]))
+    with pytest.raises(Exception, match=r"study.only names unknown arms \['gru'\]"):
+        run(make_cfg(["experiment=invariance_mnist1d", "logger=csv", "study.only=[gru]"]))
     with pytest.raises(Exception, match=r"arm 'x' names model 'gru'; allowed: \['cnn', 'logistic', 'mlp'\]"):
-        run(make_cfg(["experiment=invariance_mnist1d", "logger=csv", "+task.arms.x={model: gru}"]))
+        run(make_cfg(["experiment=invariance_mnist1d", "logger=csv", "+study.arms.x={model: gru}"]))
 
 
 @pytest.mark.slow

@@ -67,6 +67,8 @@ class StudyRun:
         smoke: True under ``debug=fast_dev_run`` (``trainer.fast_dev_run``): a study then runs every part
             for a couple of steps to show it runs end to end (its numbers mean nothing).
         progress: ``rich`` (a rich.progress bar), ``tqdm``, ``lines`` (log lines) or ``none``.
+        device: where a study that trains puts its models (``cpu`` or ``cuda``; from ``trainer.accelerator``,
+            :func:`device_of`).
     """
 
     out_dir: Path
@@ -74,6 +76,7 @@ class StudyRun:
     seed: int = 0
     smoke: bool = False
     progress: str = "lines"
+    device: str = "cpu"
     points: int = 0  # sweep points done (:meth:`point_done`): the step of the scalars logged
     _bar: Any = field(default=None, repr=False)
     _total: int | None = field(default=None, repr=False)
@@ -139,6 +142,65 @@ class Study(Protocol):
     """``study(run=StudyRun) -> StudyResult``: an experiment that is not one training run (see the module)."""
 
     def __call__(self, run: StudyRun) -> StudyResult: ...
+
+
+def device_of(accelerator: str | None) -> str:
+    """``trainer.accelerator`` as a torch device for a study: ``gpu``/``cuda`` -> ``cuda``, ``auto`` -> ``cuda``
+    when one is available, anything else (``cpu``, null) -> ``cpu``."""
+    if accelerator in ("gpu", "cuda"):
+        return "cuda"
+    if accelerator == "auto":
+        import torch  # start-up: torch only when a run asks for the device
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cpu"
+
+
+class SweepStudy:
+    """A study that sweeps tiny models (the classic sweeps, forgetting, invariance): a :class:`Study` object.
+
+    Subclasses implement :meth:`run_sweep` (the sweep; calls :meth:`point_done` after each point; returns
+    the summary, rows under ``rows``) and :meth:`plot` (its figures into ``figures``). While it runs,
+    :attr:`run` is the :class:`StudyRun`. Built by Hydra without ``_partial_`` (the object is the study).
+    """
+
+    run: StudyRun | None = None
+
+    def __call__(self, run: StudyRun) -> StudyResult:
+        self.run = run
+        result = self.run_sweep()
+        self.plot(result, run.figures_dir)
+        figures = sorted(run.figures_dir.glob("*.png")) if run.figures_dir.is_dir() else []
+        return StudyResult(result, figures)
+
+    @property
+    def out_dir(self) -> Path:
+        return self.run.out_dir
+
+    @property
+    def smoke(self) -> bool:
+        """``debug=fast_dev_run``: run every part for a couple of steps (numbers that mean nothing)."""
+        return bool(self.run and self.run.smoke)
+
+    @property
+    def device(self) -> str:
+        return self.run.device if self.run else "cpu"
+
+    def announce(self, total: int, description: str) -> None:
+        """The sweep has ``total`` points: :meth:`StudyRun.sweep` (the progress display counts them)."""
+        if self.run is not None:
+            self.run.sweep(total, description)
+
+    def point_done(self, metrics: Mapping[str, Any] | None = None) -> None:
+        """One sweep point done: :meth:`StudyRun.point_done` (counted, its scalars logged at it, progress shown)."""
+        if self.run is not None:
+            self.run.point_done(metrics)
+
+    def run_sweep(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def plot(self, result: dict[str, Any], figures: Path) -> None:
+        raise NotImplementedError
 
 
 def call_study(study: Callable[..., Any], run: StudyRun) -> StudyResult:

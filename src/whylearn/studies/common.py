@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,6 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
-
-from whylearn.tasks.studies import quiet_trainer as _quiet_trainer
-from whylearn.tasks.studies import write_summary
 
 
 def plain(cfg: Any) -> Any:
@@ -80,11 +77,32 @@ def optimizer_factory(node: Mapping[str, Any]):
     return instantiate({**node, "_partial_": True})
 
 
-def quiet_trainer(max_steps: int, root: Path | None = None, callbacks: Sequence = ()) -> L.Trainer:
-    """:func:`whylearn.tasks.studies.quiet_trainer` on the CPU: ``max_steps`` optimizer steps; no logger,
+def quiet_trainer(max_steps: int, root: Path | None = None, callbacks: Sequence = (),
+                  device: torch.device | str = "cpu") -> L.Trainer:
+    """A Trainer for a nested fit: ``max_steps`` optimizer steps on ``device`` (default the CPU), no logger,
     checkpoint, progress bar, model summary or validation loop (the study measures what it needs itself,
     e.g. with :class:`TrackSplits`)."""
-    return _quiet_trainer(max_steps, torch.device("cpu"), root, callbacks=list(callbacks))
+    accelerator = "gpu" if torch.device(device).type == "cuda" else "cpu"
+    return L.Trainer(max_steps=int(max_steps), max_epochs=-1, accelerator=accelerator, devices=1, logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                     num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(root) if root else None,
+                     callbacks=list(callbacks))
+
+
+def call_with_facts(factory: Callable[..., Any], **facts: Any) -> Any:
+    """Call ``factory`` (a class or a ``functools.partial``, e.g. from Hydra's ``_partial_: true``) with
+    those of ``facts`` its signature names and it has not bound already (e.g. a model's
+    ``input_size`` / ``input_shape`` / ``num_classes`` from the data)."""
+    bound = set(getattr(factory, "keywords", {}) or {})
+    params = inspect.signature(factory).parameters
+    return factory(**{k: v for k, v in facts.items() if k in params and k not in bound})
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> Path:
+    """Write one nested run's summary as JSON (creating the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, default=float))
+    return path
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:

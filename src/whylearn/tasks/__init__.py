@@ -1,23 +1,18 @@
-"""Tasks: thin LightningModules that say what is optimized and logged."""
+"""Tasks: thin LightningModules that say what is optimized and logged.
+
+Experiments that are not one training run (sweeps of tiny models, multi-run studies) are studies, not
+tasks: :mod:`whylearn.studies` (the Study protocol, :mod:`whylearn.studies.base`).
+"""
 
 from whylearn.tasks.adversarial import AdversarialTrainingTask
 from whylearn.tasks.analysis import AnalysisTask
 from whylearn.tasks.base import FastTask, History, NonFiniteLossError, get_history, log_scalars
-from whylearn.tasks.classic import (
-    HopfieldCapacityTask,
-    HopfieldTask,
-    LMSSweepTask,
-    PerceptronMarginSweepTask,
-    PerceptronTask,
-    SweepTask,
-    XORSweepTask,
-)
+from whylearn.tasks.classic import HopfieldTask, PerceptronTask
 from whylearn.tasks.classification import ClassificationTask, classification_loss
-from whylearn.tasks.continual import ContinualClassificationTask, ForgettingStudyTask
+from whylearn.tasks.continual import ContinualClassificationTask
 from whylearn.tasks.ensemble import EnsembleClassificationTask
 from whylearn.tasks.forecasting import ForecastTask
 from whylearn.tasks.gradient_penalty import GradientPenaltyTask
-from whylearn.tasks.invariance import InvarianceStudyTask
 from whylearn.tasks.language_model import LanguageModelTask
 
 __all__ = [
@@ -27,20 +22,13 @@ __all__ = [
     "ContinualClassificationTask",
     "EnsembleClassificationTask",
     "FastTask",
-    "ForgettingStudyTask",
     "ForecastTask",
     "GradientPenaltyTask",
     "History",
-    "HopfieldCapacityTask",
     "HopfieldTask",
-    "InvarianceStudyTask",
-    "LMSSweepTask",
     "LanguageModelTask",
     "NonFiniteLossError",
-    "PerceptronMarginSweepTask",
     "PerceptronTask",
-    "SweepTask",
-    "XORSweepTask",
     "classification_loss",
     "get_history",
     "log_scalars",

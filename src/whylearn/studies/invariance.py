@@ -8,7 +8,8 @@ shuffled 32% / 68% / 56% / 57%. The CNN's advantage is its built-in translation 
 shuffling destroys the neighbourhoods it relies on, while the MLP (which never used them) does not
 care. An MLP can instead be shown the invariance: translation augmentation, or more data.
 
-:class:`InvarianceStudyTask` trains every *arm* (a model, shuffled or not, with or without
+:class:`InvarianceStudy` (a :class:`~whylearn.studies.base.SweepStudy`, the Study protocol; built from the
+experiment's ``study:`` node, ``conf/study/invariance.yaml``) trains every *arm* (a model, shuffled or not, with or without
 shifts or more data) as an ensemble of seeds (:class:`~whylearn.tasks.EnsembleClassificationTask`,
 one vectorized model) through its own quiet Lightning Trainer, writes ``runs/<arm>/summary.json``,
 logs each arm's numbers as one step, and draws the comparison figure.
@@ -32,16 +33,16 @@ from torch import nn  # noqa: E402
 
 from whylearn.analysis.plotting import save_figure  # noqa: E402
 from whylearn.data.shift import ShiftedMNIST1DDataModule  # noqa: E402
-from whylearn.tasks.classic import SweepTask  # noqa: E402
+from whylearn.studies.base import SweepStudy  # noqa: E402
+from whylearn.studies.common import call_with_facts, quiet_trainer, write_summary  # noqa: E402
 from whylearn.tasks.ensemble import EnsembleClassificationTask  # noqa: E402
-from whylearn.tasks.studies import call_with_facts, is_smoke_test, quiet_trainer, write_summary  # noqa: E402
 
 log = logging.getLogger("whylearn")
 
 ARM_KEYS = ("model", "shuffle", "max_shift", "num_samples")
 
 
-class InvarianceStudyTask(SweepTask):
+class InvarianceStudy(SweepStudy):
     """Train each arm as an ensemble of seeds on MNIST-1D; test accuracy mean and sd per arm.
 
     Args:
@@ -50,14 +51,14 @@ class InvarianceStudyTask(SweepTask):
         arms: arm name -> ``{model: <name in models>, shuffle: bool (the generator's fixed
             permutation of positions), max_shift: int (translation augmentation, 0 = off),
             num_samples: int (train + test generated; default from ``data``)}``.
-        optimizer: optimizer factory (the run's ``optimizer`` group).
+        optimizer: optimizer factory (Hydra ``_partial_: true``; the experiment puts an ``optimizer`` group option here).
         data: arguments of :class:`~whylearn.data.shift.ShiftedMNIST1DDataModule` shared by all arms.
         seeds: initialization seeds per arm (a count: base_seed .. base_seed + seeds - 1).
         base_seed: the first seed; also the data order's seed.
         max_steps: optimizer steps per arm.
         published: arm -> published test accuracy (drawn beside the measured bars).
         only: run just these arms (names of ``arms``); None runs all. New arms are added on the
-            command line with ``+task.arms.<name>={model: mlp, max_shift: 5}``.
+            command line with ``+study.arms.<name>={model: mlp, max_shift: 5}``.
 
     Raises:
         ValueError: an arm naming an unknown model or key, no arms, an unknown name in ``only``,
@@ -67,14 +68,13 @@ class InvarianceStudyTask(SweepTask):
     def __init__(self, models: Mapping[str, Callable[..., nn.Module]], arms: Mapping[str, Mapping[str, Any]],
                  optimizer: Callable[..., torch.optim.Optimizer], data: Mapping[str, Any] | None = None, seeds: int = 3,
                  base_seed: int = 0, max_steps: int = 6000, published: Mapping[str, float] | None = None,
-                 only: list[str] | None = None, model: nn.Module | None = None, num_classes: int | None = None) -> None:
-        super().__init__(model)
+                 only: list[str] | None = None) -> None:
         self.models, self.optimizer_factory = dict(models), optimizer
         self.arms = {str(k): dict(v) for k, v in arms.items()}
         if only is not None:
             missing = [a for a in only if a not in self.arms]
             if missing:
-                raise ValueError(f"task.only names unknown arms {missing}; allowed: {sorted(self.arms)}")
+                raise ValueError(f"study.only names unknown arms {missing}; allowed: {sorted(self.arms)}")
             self.arms = {a: self.arms[a] for a in only}
         if not self.arms:
             raise ValueError("the study needs at least one arm")
@@ -123,7 +123,7 @@ class InvarianceStudyTask(SweepTask):
                               num_classes=dm.num_classes)
         task = EnsembleClassificationTask(net, dm.num_classes, self.optimizer_factory, seeds=self.num_seeds,
                                           base_seed=self.base_seed, log_every_n_steps=10**9)
-        trainer = quiet_trainer(self.max_steps, self.device, root / "runs" / name)
+        trainer = quiet_trainer(self.max_steps, root / "runs" / name, device=self.device)
         t0 = time.perf_counter()
         trainer.fit(task, datamodule=dm)
         fit_time = time.perf_counter() - t0
@@ -148,12 +148,13 @@ class InvarianceStudyTask(SweepTask):
         return row
 
     def run_sweep(self) -> dict[str, Any]:
-        root = Path(self.trainer.default_root_dir)
-        if is_smoke_test(self.trainer):
+        root = self.out_dir
+        if self.smoke:
             log.info("fast_dev_run: every arm for 2 steps with 1 seed and the default data size (a smoke test; "
                      "its numbers mean nothing)")
             self.max_steps, self.num_seeds, self._smoke = 2, 1, True
         rows = []
+        self.announce(len(self.arms), "invariance: arms")
         for name, arm in self.arms.items():
             row = self.train_arm(name, arm, root)
             rows.append(row)
