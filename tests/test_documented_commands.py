@@ -15,14 +15,13 @@ block made. Runs are shortened only by appended overrides: ``debug=fast_dev_run`
 Default suite (``test_documented_block``), in this process to spare ~5 s of imports per command:
 - ``whylearn-train ...``: Hydra's main of whylearn.cli.train with ``sys.argv`` = the command's words plus
   the shortening. The run is composed, built (data, model, task, loggers, trainer) and stopped at its
-  first optimizer step, once a loss and its gradients exist (an analysis task, whose one "batch" is the
-  whole study, as that batch starts; a study (``study:``, whylearn.studies.base), built, as it is called);
-  it runs to its shortened end when a later whylearn-eval,
-  whylearn-sample or resume of the block reads it. A multirun launches its first job so and composes its
-  last (config resolved, folder made), then stops. The joblib and SLURM launchers are replaced in this
-  process by Hydra's basic one (they run for real in the slow suite). GPU commands (``trainer=gpu``, a
-  SLURM partition or GPUs this machine does not have) and multi-process DDP are composed; a single
-  ``trainer=gpu`` run must fail here with an error naming the GPU. A command already run in another
+  first optimizer step, once a loss and its gradients exist (a study, ``study:`` of whylearn.studies.base,
+  whose one call is the whole study: built, and stopped as it is called); it runs to its shortened end
+  when a later whylearn-eval, whylearn-sample or resume of the block reads it. A multirun launches its
+  first job so and composes its last (config resolved, folder made), then stops. The joblib and SLURM
+  launchers are replaced in this process by Hydra's basic one (they run for real in the slow suite). GPU
+  commands (``trainer=gpu``, a SLURM partition or GPUs this machine does not have) and multi-process DDP
+  are composed; a single ``trainer=gpu`` run must fail here with an error naming the GPU. A command already run in another
   block (same words) is not run again.
 - ``whylearn-eval``, ``whylearn-sample``: run. ``whylearn-analyze``, ``whylearn-landscape``: their
   arguments parsed, placeholders resolved against the folders the block made (they read whole sweeps).
@@ -91,18 +90,11 @@ class _RunStarted(BaseException):
 
 def _stop_after_first_step():
     """A callback that ends a run once it has started: at its first optimizer step, once the loss and its
-    gradients are computed (or after the first training batch, for tasks that update by hand). An analysis
-    (a sweep of tiny models, a kernel or PCA study) computes its whole result in one "batch": it stops as
-    that batch starts."""
+    gradients are computed (or after the first training batch, for tasks that update by hand). A study (a
+    sweep of tiny models, a kernel or PCA study; no Trainer) is stopped as it is called (``hydra_main``)."""
     from lightning.pytorch.callbacks import Callback
 
-    from whylearn.tasks.analysis import AnalysisTask
-
     class StopAfterFirstStep(Callback):
-        def on_train_batch_start(self, trainer, pl_module, *args, **kwargs):
-            if isinstance(pl_module, AnalysisTask):
-                raise _RunStarted()
-
         def on_before_optimizer_step(self, *args, **kwargs):  # a loss and its gradients were computed
             raise _RunStarted()
 

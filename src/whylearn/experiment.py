@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,7 @@ def _run_study(cfg: DictConfig, out: Path, refs) -> dict[str, Any]:
     # start-up: Lightning is imported once a run starts (not for --help, --cfg or a multirun's launching process)
     from whylearn import build
     from whylearn.loggers import finish_wandb, log_config, log_images
+    from whylearn.runs.preemption import Preempted
     from whylearn.studies.base import StudyRun, call_study, device_of
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -126,6 +129,12 @@ def _run_study(cfg: DictConfig, out: Path, refs) -> dict[str, Any]:
         summary["overrides"] = overrides
     summary_path = out / "summary.json"
     t0 = time.perf_counter()
+
+    def preempted(signum, frame):  # SIGTERM (SLURM, a kill): record the study as interrupted, then exit
+        raise Preempted(signum, None, study_run.points)
+
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, preempted) if on_main else None
     try:
         _start_loggers(loggers)
         log_config(loggers, cfg)  # the resolved config: W&B's run config, the CSV's hparams.yaml
@@ -147,6 +156,9 @@ def _run_study(cfg: DictConfig, out: Path, refs) -> dict[str, Any]:
             log.warning("could not finish the W&B run: %s", wandb_error)
         log.error("study %s: %s\nsummary (with the error): %s", status, e, summary_path)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     summary["reference"] = reference.evaluate(refs, summary)  # published beside measured, with verdicts
     write_summary(summary_path, summary)
     for lg in loggers:

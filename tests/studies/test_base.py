@@ -111,3 +111,27 @@ def test_study_run_logs_points_to_every_logger_at_their_step(tmp_path):
         call_study(lambda x: {}, StudyRun(tmp_path))
     with pytest.raises(TypeError, match="returned list"):
         call_study(lambda run: [], StudyRun(tmp_path))
+
+
+def test_a_study_stopped_by_sigterm_records_interrupted(tmp_path, monkeypatch):
+    """SLURM's SIGTERM (preemption, scancel) during a study: summary.json says interrupted, with the signal."""
+    import os
+    import signal
+
+    from whylearn import build
+    from whylearn.experiment import run
+    from whylearn.runs.preemption import Preempted
+    from whylearn.studies.base import StudyRun
+
+    def killed(run: StudyRun):
+        run.point_done({"x": 1.0})
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(build, "build_study", lambda cfg: killed)
+    cfg = compose([*KERNELS, "logger=csv"], tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Preempted):
+        run(cfg)
+    s = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["error"] == "Preempted: stopped by SIGTERM; no checkpoint saved (step 1)"
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the study's only while it runs

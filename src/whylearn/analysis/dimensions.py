@@ -12,8 +12,9 @@
   accuracy on the first m components; an isotropic Gaussian control, whose variance
   is spread evenly over all directions, has no few components worth keeping.
 
-Each ``*_experiment`` function is an analysis entry (see :class:`whylearn.tasks.AnalysisTask`):
-it takes ``out_dir``, writes ``out_dir/figures/*.png`` and returns numbers for ``summary.json``.
+Each ``*_experiment`` function is the study of its experiment (a measurement function of the Study
+protocol, :func:`whylearn.studies.base.call_study`): it takes ``out_dir``, writes ``out_dir/figures/*.png``
+and returns numbers for ``summary.json``.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ and the conversation's "the volume of a high-dimensional orange is all skin":
    cube, tilted so that the squared norm sits at the ball's boundary; Siegmund 1976), which works
    in log space for any d.
 
-:func:`high_dimensional_geometry` is the analysis entry of ``experiment=high_dim_geometry`` (see
-:class:`whylearn.tasks.AnalysisTask`): it writes one figure per fact and returns the numbers.
+:func:`high_dimensional_geometry` is the study of ``experiment=high_dim_geometry`` (a measurement function
+of the Study protocol, :func:`whylearn.studies.base.call_study`): it writes one figure per fact and returns
+the numbers.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from whylearn.data.idx import FashionMNISTDataModule, MNISTDataModule
 from whylearn.data.kepler import KeplerDataModule
 from whylearn.data.mnist1d import MNIST1DDataModule, make_mnist1d
 from whylearn.data.modular import ModularArithmeticDataModule, modular_table
-from whylearn.data.placeholder import NoDataModule
 from whylearn.data.shift import ShiftAugmentMixin, ShiftedMNIST1DDataModule, random_roll
 from whylearn.data.text import BPETokenizer, CharTokenizer, TextDataModule
 from whylearn.data.toy import PatternsDataModule, RegressionDataModule, ToyDataModule
@@ -17,7 +16,7 @@ from whylearn.data.vision import CorruptedFashionMNISTDataModule, CorruptedMNIST
 __all__ = [
     "Chunk", "ChunkLoader", "EvalLoader", "InMemoryDataModule", "Split", "apply_label_noise",
     "MNIST1DDataModule", "make_mnist1d", "MNISTDataModule", "FashionMNISTDataModule",
-    "KeplerDataModule", "NoDataModule",
+    "KeplerDataModule",
     "ToyDataModule", "PatternsDataModule", "RegressionDataModule",
     "CIFAR10DataModule", "load_cifar10", "CORRUPTIONS", "CorruptionMixin", "with_corruption", "Augment", "AugmentMixin",
     "CorruptedMNISTDataModule", "CorruptedFashionMNISTDataModule",

@@ -10,7 +10,6 @@ from whylearn.models.hopfield import Hopfield, overlap
 from whylearn.models.lstm import LSTMForecaster
 from whylearn.models.mlp import MLP, Step, make_activation, mlp_num_params
 from whylearn.models.perceptron import Perceptron, margin, novikoff_bound, train_perceptron
-from whylearn.models.placeholder import NoModel
 from whylearn.models.resnet import ResNet
 from whylearn.models.torchvision_models import torchvision_model
 
@@ -19,7 +18,6 @@ __all__ = [
     "Step",
     "make_activation",
     "mlp_num_params",
-    "NoModel",
     "LSTMForecaster",
     "Adaline",
     "lms_bounds",

@@ -5,7 +5,6 @@ tasks: :mod:`whylearn.studies` (the Study protocol, :mod:`whylearn.studies.base`
 """
 
 from whylearn.tasks.adversarial import AdversarialTrainingTask
-from whylearn.tasks.analysis import AnalysisTask
 from whylearn.tasks.base import FastTask, History, NonFiniteLossError, get_history, log_scalars
 from whylearn.tasks.classic import HopfieldTask, PerceptronTask
 from whylearn.tasks.classification import ClassificationTask, classification_loss
@@ -17,7 +16,6 @@ from whylearn.tasks.language_model import LanguageModelTask
 
 __all__ = [
     "AdversarialTrainingTask",
-    "AnalysisTask",
     "ClassificationTask",
     "ContinualClassificationTask",
     "EnsembleClassificationTask",
