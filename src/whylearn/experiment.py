@@ -150,7 +150,10 @@ def _run_study(cfg: DictConfig, out: Path, refs) -> dict[str, Any]:
                         "error": f"{type(e).__name__}: {e}"})
         summary["reference"] = reference.evaluate(refs, summary)
         write_summary(summary_path, summary)
-        try:
+        try:  # the points logged before the failure stay in the CSV and the W&B run
+            for lg in loggers:
+                if hasattr(lg, "save"):
+                    lg.save()
             finish_wandb(loggers, summary)
         except Exception as wandb_error:
             log.warning("could not finish the W&B run: %s", wandb_error)

@@ -135,3 +135,31 @@ def test_a_study_stopped_by_sigterm_records_interrupted(tmp_path, monkeypatch):
     s = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
     assert s["status"] == "interrupted" and s["error"] == "Preempted: stopped by SIGTERM; no checkpoint saved (step 1)"
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is the study's only while it runs
+    assert (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").read_text().splitlines()[1:] == ["1,1.0"]  # step, x
+
+
+def test_a_multirun_of_studies_records_the_failed_job_and_keeps_the_other(tmp_path, monkeypatch):
+    """In a multirun (Hydra's basic launcher, in this process) a failing study job leaves summary.json status
+    failed and the sweep's record; the other job completes (whylearn.runs.multirun, as for training jobs)."""
+    import sys
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from whylearn.cli.train import main
+
+    sweep = tmp_path / "sweep"
+    kernels = [o for o in KERNELS if not o.startswith("study.num_points=")]
+    monkeypatch.setattr(sys, "argv", ["whylearn-train", "-m", *kernels, "study.num_points=120,abc", "logger=csv",
+                                      "progress=none", f"paths.root_dir={tmp_path}", f"hydra.sweep.dir={sweep}"])
+    GlobalHydra.instance().clear()
+    try:
+        with pytest.raises(BaseException, match="1 of 2 jobs failed"):
+            main()
+    finally:
+        GlobalHydra.instance().clear()
+    ok, bad = (json.loads((sweep / f"{i}_study.num_points={v}" / "summary.json").read_text())
+               for i, v in enumerate(("120", "abc")))
+    assert ok["status"] == "completed" and ok["lift/z/train_acc"] == 1.0
+    assert bad["status"] == "failed" and bad["error"].startswith("TypeError")
+    table = json.loads((sweep / "sweep_summary.json").read_text())
+    assert (table["completed"], table["failed"]) == (1, 1)
