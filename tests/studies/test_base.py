@@ -75,10 +75,14 @@ def test_a_study_refuses_data_model_and_checkpoints_before_anything_is_written(t
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_old_task_analysis_overrides_fail_loudly(tmp_path):
-    """``task.analysis.*`` was the study's node before the Study protocol: Hydra refuses it (no task node)."""
-    with pytest.raises(ConfigCompositionException, match="task.analysis.num_points"):
-        compose(["experiment=kernels", "task.analysis.num_points=100"], tmp_path)
+@pytest.mark.parametrize("experiment, old", [("kernels", "task.analysis.num_points=100"), ("xor_sweep", "task.widths=[2]"),
+                                             ("lms_sweep", "data.eigenvalues=[8,1]"),
+                                             ("forgetting_split_mnist1d", "optimizer.lr=0.2")])
+def test_the_old_override_paths_fail_loudly(tmp_path, experiment, old):
+    """Before the Study protocol a study's options were task.analysis.* (or task.*, data.*, optimizer.* of the
+    placeholder fit); they are study.* now, and Hydra refuses the old paths (no task, data or optimizer node)."""
+    with pytest.raises(ConfigCompositionException, match=f"Could not override '{old.split('=')[0]}'"):
+        compose([f"experiment={experiment}", old], tmp_path)
 
 
 def test_study_run_logs_points_to_every_logger_at_their_step(tmp_path):

@@ -22,7 +22,14 @@ is written, the run folder, config.yaml, the loggers (W&B's run config, the CSV)
 (status ``completed``, ``failed`` or ``interrupted`` with the error, written atomically), the figures
 (also to W&B), the reference block's verdicts, the run report and a multirun's failure records.
 There is no outer ``Trainer.fit``: a study that trains models builds its own quiet Trainers
-(:func:`whylearn.studies.common.quiet_trainer`).
+(:func:`whylearn.studies.common.quiet_trainer`). Of the run's ``trainer`` node a study reads only
+``fast_dev_run`` (``debug=fast_dev_run``: :attr:`StudyRun.smoke`) and ``accelerator`` (:attr:`StudyRun.device`);
+``test_after_fit``, callbacks and checkpoints belong to training runs (``ckpt_path`` is refused). A SIGTERM
+(SLURM preemption, scancel) or Ctrl-C during a study leaves summary.json with status ``interrupted``; a study
+has no checkpoint, so a SLURM requeue starts it again from the beginning (in its job's folder).
+
+Reusable studies have a config group, ``conf/study/`` (``override /study: xor_sweep`` in an experiment's
+defaults); one-off ones write their ``study:`` node in the experiment file.
 
 The protocol (:class:`Study`): a callable that takes the run (:class:`StudyRun`: the run folder, the
 loggers, :meth:`StudyRun.log`, a progress display, the smoke-test flag) as ``run`` and returns a
