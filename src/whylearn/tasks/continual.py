@@ -26,16 +26,13 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import matplotlib
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-matplotlib.use("Agg")
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
-
-from whylearn.analysis.fisher import fisher_diagonal, masked_logits  # noqa: E402
-from whylearn.data.continual import ContinualTask  # noqa: E402
-from whylearn.tasks.base import FastTask  # noqa: E402
+from whylearn.analysis.fisher import fisher_diagonal, masked_logits
+from whylearn.data.continual import ContinualTask
+from whylearn.tasks.base import FastTask
 
 log = logging.getLogger("whylearn")
 
