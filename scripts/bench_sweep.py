@@ -265,7 +265,10 @@ def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_st
     Levels, each a subset of the next: ``matmuls``: the step's batched matmuls alone (forward, weight
     and input gradients of every group, the same shapes, operand layouts and order: an upper bound
     for the step); ``kernels``: forward and backward of every group as the fused training path runs
-    them (matmuls, bias, ReLU and its gradient), no loss, autograd or optimizer; ``step``: the fused
+    them (matmuls, bias, ReLU and its gradient), no loss, autograd or optimizer; ``optimizer``: torch's
+    fused SGD step (momentum) alone over the same parameters, on one step's gradients; ``bound``:
+    matmuls plus optimizer (their medians added, not timed: a step does both, one after the other, on
+    one thread, whatever the order); ``step``: the fused
     training path's optimizer step in a plain loop (fused loss, backward, ``zero_grad``, torch's fused
     SGD with momentum); ``lightning``: whylearn's own training path (Trainer, FastTask, the chunked
     datamodule with every member its own data order and labels, the fast loop; ``vectorized``) with
@@ -303,7 +306,15 @@ def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_st
             hs, layers, _ = _group_forward(g, xg)
             _group_backward(hs, layers, dz)
 
-    levels = {"matmuls": matmuls, "kernels": kernels, "step": sgd_step(ens, x, y)}
+    step = sgd_step(ens, x, y)
+    # the same fused SGD step alone, on the gradients of one step (kept): no loss, no backward
+    alone = torch.optim.SGD([p.detach().clone().requires_grad_() for p in ens.parameters()], lr=0.01, momentum=0.9,
+                            fused=True)
+    step()
+    for q, p in zip(alone.param_groups[0]["params"], ens.parameters(), strict=True):
+        q.grad = p.grad.clone()
+
+    levels = {"matmuls": matmuls, "kernels": kernels, "optimizer": alone.step, "step": step}
     times: dict[str, list[float]] = {k: [] for k in [*levels, "lightning", "lightning, before: own loop, default SGD"]}
     peaks: list[float] = []
     for f in levels.values():
@@ -319,10 +330,15 @@ def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_st
     times = {k: v for k, v in times.items() if v}
     peak = sorted(peaks)[len(peaks) // 2]
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    # what no step can beat on one thread: its matmuls, then its optimizer update (medians added)
+    med = {**{k: med[k] for k in ("matmuls", "kernels", "optimizer")},
+           "bound: matmuls + optimizer": med["matmuls"] + med["optimizer"],
+           **{k: v for k, v in med.items() if k not in ("matmuls", "kernels", "optimizer")}}
     return {"widths": list(widths), "seeds": list(seeds), "groups": [d["hidden"][0] for d in ens.describe()],
             "matmul_flop_per_step": flops, "peak_flop_per_cpu_s": peak, "peaks": peaks, "cpu_s_per_step": times,
-            "rows": [{"level": k, "cpu_ms_per_step": 1e3 * t, "gflop_per_cpu_s": flops / t / 1e9,
-                      "fraction_of_peak": flops / t / peak} for k, t in med.items()]}
+            "rows": [{"level": k, "cpu_ms_per_step": 1e3 * t,
+                      "gflop_per_cpu_s": flops / t / 1e9 if k != "optimizer" else None,
+                      "fraction_of_peak": flops / t / peak if k != "optimizer" else None} for k, t in med.items()]}
 
 
 def main() -> None:
@@ -371,7 +387,10 @@ def main() -> None:
         print("| level (1 thread, CPU time) | ms / step (median) | matmul GFLOP/s | of the 1-thread peak |")
         print("| --- | --- | --- | --- |")
         for r in res["rows"]:
-            print(f"| {r['level']} | {r['cpu_ms_per_step']:.2f} | {r['gflop_per_cpu_s']:.1f} | {r['fraction_of_peak']:.0%} |")
+            if r["level"] == "optimizer":  # no matmuls: its time only
+                print(f"| {r['level']} | {r['cpu_ms_per_step']:.2f} | - | - |")
+            else:
+                print(f"| {r['level']} | {r['cpu_ms_per_step']:.2f} | {r['gflop_per_cpu_s']:.1f} | {r['fraction_of_peak']:.0%} |")
         if args.json:
             Path(args.json).write_text(json.dumps(res, indent=2))
         return

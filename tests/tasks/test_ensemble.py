@@ -486,3 +486,18 @@ def test_bench_sweep_times_one_step_function_for_every_path():
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(params[0], other, strict=True))
     calls = []
     assert bench.cpu_s_per_call(lambda: calls.append(1), 7) >= 0 and len(calls) == 7
+
+
+def test_bench_sweep_efficiency_levels_and_bound():
+    """--efficiency's table: every level timed; the bound row is matmuls plus the optimizer step alone."""
+    bench = _bench_sweep()
+    threads = torch.get_num_threads()
+    try:
+        res = bench.efficiency([6, 8], [0], steps=2, rounds=1, gemm_n=64, lightning_steps=0)
+    finally:
+        torch.set_num_threads(threads)
+    rows = {r["level"]: r for r in res["rows"]}
+    assert list(rows) == ["matmuls", "kernels", "optimizer", "bound: matmuls + optimizer", "step"]
+    assert rows["bound: matmuls + optimizer"]["cpu_ms_per_step"] == pytest.approx(
+        rows["matmuls"]["cpu_ms_per_step"] + rows["optimizer"]["cpu_ms_per_step"])
+    assert rows["optimizer"]["fraction_of_peak"] is None and rows["step"]["fraction_of_peak"] > 0
