@@ -23,12 +23,10 @@ sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("WANDB_MODE", "offline")
 
 import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
+from whylearn.config import compose_run  # noqa: E402
 from whylearn.experiment import run  # noqa: E402
 
 
@@ -53,15 +51,10 @@ def make_timer() -> SteadyTimer:
 
 
 def one(overrides: list[str], out: Path, compiled: bool) -> tuple[float, float, float]:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose("train", overrides=[*overrides, f"task.compile={str(compiled).lower()}", "progress=none",
-                                          "logger=csv", "test_after_fit=false"], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_run([*overrides, f"task.compile={str(compiled).lower()}", "progress=none", "logger=csv",
+                       "test_after_fit=false"], out)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
         cfg.callbacks.steady_timer = {"_target_": f"{__name__}.make_timer"}
-        del cfg.hydra
     t = time.perf_counter()
     summary = run(cfg)
     return time.perf_counter() - t, TIMERS[-1].sps, summary.get("train/loss", float("nan"))

@@ -31,21 +31,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-
-def compose(overrides: list[str], out_dir: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = hydra_compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = out_dir
-        cfg.paths.root_dir = out_dir
-        cfg.progress = "none"
-    return cfg
+from whylearn.config import compose_run  # noqa: E402
 
 
 def plain_loop(cfg, steps: int, seed: int) -> float:
@@ -118,9 +104,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     tmp = tempfile.mkdtemp(prefix="bench_gpt_")
-    cfg = compose([f"experiment={args.experiment}", f"paths.data_dir={args.data_dir}", f"trainer.max_steps={args.steps}",
-                   f"data.steps_per_epoch={args.steps}", "+trainer.limit_val_batches=0", "callbacks=none",
-                   "logger=csv", "test_after_fit=false", "task.sample_tokens=0"], tmp)
+    cfg = compose_run([f"experiment={args.experiment}", f"paths.data_dir={args.data_dir}", f"trainer.max_steps={args.steps}",
+                       f"data.steps_per_epoch={args.steps}", "+trainer.limit_val_batches=0", "callbacks=none",
+                       "logger=csv", "test_after_fit=false", "task.sample_tokens=0"], tmp, root_dir=tmp)
     rows = []
     for i in range(args.pairs):
         if i % 2 == 0:  # alternate which side goes first, so that warm-up and load drift hit both

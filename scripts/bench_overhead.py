@@ -49,12 +49,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.global_hydra import GlobalHydra  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 from omegaconf import open_dict  # noqa: E402
 
+from whylearn.config import compose_run  # noqa: E402
 from whylearn.data import make_mnist1d  # noqa: E402
 from whylearn.experiment import run  # noqa: E402
 from whylearn.loggers import flush_logs  # noqa: E402
@@ -85,18 +83,12 @@ class LoopTimer(Callback):
 
 def whylearn_run(epochs: int, val_every: int, out: Path, extra: list[str], lightning_loop: bool = False
                  ) -> tuple[float, float, int]:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = compose("train", overrides=["experiment=mnist1d_mlp", f"trainer.max_epochs={epochs}",
-                                          f"trainer.check_val_every_n_epoch={val_every}", "data.val_size=0",
-                                          "progress=none", *extra], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
+    cfg = compose_run(["experiment=mnist1d_mlp", f"trainer.max_epochs={epochs}", f"trainer.check_val_every_n_epoch={val_every}",
+                       "data.val_size=0", "progress=none", *extra], out)
     with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
         cfg.callbacks.loop_timer = {"_target_": f"{__name__}.LoopTimer"}
         if lightning_loop:
             cfg.callbacks.lightning_loop = {"_target_": f"{__name__}.LightningLoop"}
-        del cfg.hydra
     timer = {}
     orig = L.Trainer.fit
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import platform
 import threading
@@ -118,17 +117,21 @@ def fit(task, steps: int, dm, fast_loop: bool = True) -> tuple[float, float, flo
     return per_wall, per_cpu, total - per_wall * steps
 
 
+def cpu_s_per_call(fn, n: int) -> float:
+    """CPU seconds (this process, all its threads: the machine's load does not count) per call of ``fn``, over ``n``
+    calls in a row."""
+    c0 = time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - c0) / n
+
+
 def sgemm_cpu_rate(n: int, reps: int = 8) -> float:
     """FLOP per CPU second of an n x n fp32 sgemm on one thread (best of 5 timings of ``reps`` calls)."""
     torch.set_num_threads(1)
     a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
     torch.mm(a, b, out=c)
-    best = math.inf
-    for _ in range(5):
-        t0 = time.process_time()
-        for _ in range(reps):
-            torch.mm(a, b, out=c)
-        best = min(best, (time.process_time() - t0) / reps)
+    best = min(cpu_s_per_call(lambda: torch.mm(a, b, out=c), reps) for _ in range(5))
     return 2 * n**3 / best
 
 
@@ -187,13 +190,33 @@ def vectorized(widths, seeds, steps, threads, lanes, layout, fused_sgd: bool = T
             "seed_steps_per_s": task.num_members / wall, "matmul_flop_per_s": flops / wall}
 
 
+def sgd_step(ens, x: torch.Tensor, y: torch.Tensor, fused_loss: bool = True, fused_sgd: bool = True):
+    """One training step of the member ensemble ``ens`` on the fixed batch ``(x, y)`` ((S, B, 40), (S, B)), as a
+    function: the members' summed cross-entropy (whylearn's fused loss, or autograd through ``ens(x, per_member=True)``),
+    backward, SGD lr 0.01 momentum 0.9 (torch's fused or foreach kernel)."""
+    import torch.nn.functional as F
+
+    from whylearn.tasks.ensemble import fused_member_losses
+
+    S, B = y.shape
+    opt = torch.optim.SGD(ens.parameters(), lr=0.01, momentum=0.9, fused=fused_sgd)
+
+    def step():
+        if fused_loss:
+            loss = fused_member_losses(ens, x, y, "cross_entropy", True)[0].sum()
+        else:
+            out = ens(x, per_member=True)
+            loss = F.cross_entropy(out.reshape(-1, 10), y.reshape(-1), reduction="none").view(S, B).mean(1).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
 def ablation(widths, seeds, steps: int, rounds: int) -> list[dict]:
     """CPU time per step (one thread, a plain loop: model, loss, backward, SGD) of the ways to train the
     grid, side by side in rounds; and the cost model's two constants measured (models/ensemble.py)."""
-    import torch.nn.functional as F
-
     from whylearn.models.ensemble import MemberEnsemble
-    from whylearn.tasks.ensemble import fused_member_losses
 
     torch.set_num_threads(1)
     members = seeded_members(widths, seeds)
@@ -201,18 +224,7 @@ def ablation(widths, seeds, steps: int, rounds: int) -> list[dict]:
     x, y = torch.randn(S, B, 40), torch.randint(0, 10, (S, B))
 
     def loop(ens, fused, sgd_fused):
-        opt = torch.optim.SGD(ens.parameters(), lr=0.01, momentum=0.9, fused=sgd_fused)
-
-        def step():
-            if fused:
-                loss = fused_member_losses(ens, x, y, "cross_entropy", True)[0].sum()
-            else:
-                out = ens(x, per_member=True)
-                loss = F.cross_entropy(out.reshape(-1, 10), y.reshape(-1), reduction="none").view(S, B).mean(1).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return step
+        return sgd_step(ens, x, y, fused_loss=fused, fused_sgd=sgd_fused)
 
     exact, auto = MemberEnsemble(members, layout="exact"), MemberEnsemble(members, layout="auto")
     variants = {"autograd, exact groups, foreach SGD": loop(exact, False, False),
@@ -224,10 +236,7 @@ def ablation(widths, seeds, steps: int, rounds: int) -> list[dict]:
         f()
     for _ in range(rounds):
         for k, f in variants.items():
-            c0 = time.process_time()
-            for _ in range(steps):
-                f()
-            times[k].append((time.process_time() - c0) / steps)
+            times[k].append(cpu_s_per_call(f, steps))
     flops = len(seeds) * sum(mlp_step_flops([40, w, w, 10], B) for w in widths)
     rows = [{"variant": k, "groups": len((exact if "exact" in k else auto).groups),
              "cpu_ms_per_step": 1e3 * sorted(v)[len(v) // 2], "matmul_gflop_per_cpu_s": flops / sorted(v)[len(v) // 2] / 1e9}
@@ -238,19 +247,9 @@ def ablation(widths, seeds, steps: int, rounds: int) -> list[dict]:
     wide = MemberEnsemble([model(400) for _ in seeds], layout="exact")
 
     def per_step(ens, n=steps):
-        xs, ys = torch.randn(ens.num_members, B, 40), torch.randint(0, 10, (ens.num_members, B))
-        opt = torch.optim.SGD(ens.parameters(), lr=0.01, momentum=0.9, fused=True)
-
-        def step():
-            loss = fused_member_losses(ens, xs, ys, "cross_entropy", True)[0].sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        step = sgd_step(ens, torch.randn(ens.num_members, B, 40), torch.randint(0, 10, (ens.num_members, B)))
         step()
-        c0 = time.process_time()
-        for _ in range(n):
-            step()
-        return (time.process_time() - c0) / n
+        return cpu_s_per_call(step, n)
 
     overhead = (per_step(tiny) - per_step(one)) / 27
     rate = len(seeds) * mlp_step_flops([40, 400, 400, 10], B) / per_step(wide)
@@ -266,7 +265,10 @@ def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_st
     Levels, each a subset of the next: ``matmuls``: the step's batched matmuls alone (forward, weight
     and input gradients of every group, the same shapes, operand layouts and order: an upper bound
     for the step); ``kernels``: forward and backward of every group as the fused training path runs
-    them (matmuls, bias, ReLU and its gradient), no loss, autograd or optimizer; ``step``: the fused
+    them (matmuls, bias, ReLU and its gradient), no loss, autograd or optimizer; ``optimizer``: torch's
+    fused SGD step (momentum) alone over the same parameters, on one step's gradients; ``bound``:
+    matmuls plus optimizer (their medians added, not timed: a step does both, one after the other, on
+    one thread, whatever the order); ``step``: the fused
     training path's optimizer step in a plain loop (fused loss, backward, ``zero_grad``, torch's fused
     SGD with momentum); ``lightning``: whylearn's own training path (Trainer, FastTask, the chunked
     datamodule with every member its own data order and labels, the fast loop; ``vectorized``) with
@@ -274,14 +276,13 @@ def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_st
     script timed before: Lightning's own loop (its clock callback made the task fall back to it) and
     torch's default (for-loop) SGD."""
     from whylearn.models.ensemble import MemberEnsemble
-    from whylearn.tasks.ensemble import _group_backward, _group_forward, fused_member_losses
+    from whylearn.tasks.ensemble import _group_backward, _group_forward
 
     torch.set_num_threads(1)
     members = seeded_members(widths, seeds)
     ens = MemberEnsemble(members, layout="auto")
     S, B = len(members), 100
     x, y = torch.randn(S, B, 40), torch.randint(0, 10, (S, B))
-    opt = torch.optim.SGD(ens.parameters(), lr=0.01, momentum=0.9, fused=True)
     flops = len(seeds) * sum(mlp_step_flops([40, w, w, 10], B) for w in widths)
     xs = [x[sl] for sl in ens._slices]
     with torch.no_grad():
@@ -305,13 +306,15 @@ def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_st
             hs, layers, _ = _group_forward(g, xg)
             _group_backward(hs, layers, dz)
 
-    def step():
-        loss = fused_member_losses(ens, x, y, "cross_entropy", True)[0].sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    step = sgd_step(ens, x, y)
+    # the same fused SGD step alone, on the gradients of one step (kept): no loss, no backward
+    alone = torch.optim.SGD([p.detach().clone().requires_grad_() for p in ens.parameters()], lr=0.01, momentum=0.9,
+                            fused=True)
+    step()
+    for q, p in zip(alone.param_groups[0]["params"], ens.parameters(), strict=True):
+        q.grad = p.grad.clone()
 
-    levels = {"matmuls": matmuls, "kernels": kernels, "step": step}
+    levels = {"matmuls": matmuls, "kernels": kernels, "optimizer": alone.step, "step": step}
     times: dict[str, list[float]] = {k: [] for k in [*levels, "lightning", "lightning, before: own loop, default SGD"]}
     peaks: list[float] = []
     for f in levels.values():
@@ -319,10 +322,7 @@ def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_st
     for _ in range(rounds):
         peaks.append(sgemm_cpu_rate(gemm_n))
         for k, f in levels.items():
-            c0 = time.process_time()
-            for _ in range(steps):
-                f()
-            times[k].append((time.process_time() - c0) / steps)
+            times[k].append(cpu_s_per_call(f, steps))
         if lightning_steps:
             times["lightning"].append(vectorized(widths, seeds, lightning_steps, 1, 1, "auto")["cpu_s_per_step"])
             times["lightning, before: own loop, default SGD"].append(vectorized(
@@ -330,10 +330,15 @@ def efficiency(widths, seeds, steps: int, rounds: int, gemm_n: int, lightning_st
     times = {k: v for k, v in times.items() if v}
     peak = sorted(peaks)[len(peaks) // 2]
     med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    # what no step can beat on one thread: its matmuls, then its optimizer update (medians added)
+    med = {**{k: med[k] for k in ("matmuls", "kernels", "optimizer")},
+           "bound: matmuls + optimizer": med["matmuls"] + med["optimizer"],
+           **{k: v for k, v in med.items() if k not in ("matmuls", "kernels", "optimizer")}}
     return {"widths": list(widths), "seeds": list(seeds), "groups": [d["hidden"][0] for d in ens.describe()],
             "matmul_flop_per_step": flops, "peak_flop_per_cpu_s": peak, "peaks": peaks, "cpu_s_per_step": times,
-            "rows": [{"level": k, "cpu_ms_per_step": 1e3 * t, "gflop_per_cpu_s": flops / t / 1e9,
-                      "fraction_of_peak": flops / t / peak} for k, t in med.items()]}
+            "rows": [{"level": k, "cpu_ms_per_step": 1e3 * t,
+                      "gflop_per_cpu_s": flops / t / 1e9 if k != "optimizer" else None,
+                      "fraction_of_peak": flops / t / peak if k != "optimizer" else None} for k, t in med.items()]}
 
 
 def main() -> None:
@@ -382,7 +387,10 @@ def main() -> None:
         print("| level (1 thread, CPU time) | ms / step (median) | matmul GFLOP/s | of the 1-thread peak |")
         print("| --- | --- | --- | --- |")
         for r in res["rows"]:
-            print(f"| {r['level']} | {r['cpu_ms_per_step']:.2f} | {r['gflop_per_cpu_s']:.1f} | {r['fraction_of_peak']:.0%} |")
+            if r["level"] == "optimizer":  # no matmuls: its time only
+                print(f"| {r['level']} | {r['cpu_ms_per_step']:.2f} | - | - |")
+            else:
+                print(f"| {r['level']} | {r['cpu_ms_per_step']:.2f} | {r['gflop_per_cpu_s']:.1f} | {r['fraction_of_peak']:.0%} |")
         if args.json:
             Path(args.json).write_text(json.dumps(res, indent=2))
         return

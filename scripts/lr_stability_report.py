@@ -3,8 +3,10 @@
     python scripts/lr_stability_report.py outputs/batchnorm_lr_sweep/multiruns/<date> \
         --arm model.norm --out docs/figures/batchnorm_lr_sweep.png
 
-Reads every job folder of the multirun (or of several multiruns, one grid split by arm) (``<n>_<overrides>/``: ``.hydra/overrides.yaml`` and
-``summary.json``). A job *trains* when it completed (a job whose training loss became NaN or infinite
+Reads every job folder under the multirun folder (or under several multirun folders, one grid split by arm; or
+under ``outputs/<task>/multiruns``, all of its multiruns) (``<n>_<overrides>/``: ``.hydra/overrides.yaml`` and
+``summary.json``) as ``whylearn-analyze sweep`` reads them: the override values typed by Hydra's grammar
+(``optimizer.lr=3e-1`` is the grid point 0.3). A job *trains* when it completed (a job whose training loss became NaN or infinite
 failed with whylearn's ``NonFiniteLossError``: *diverged*) and its final training loss (``train/loss``
 of summary.json: eval mode, the whole training split) is finite and below ``--threshold`` (default 2.0,
 0.87 x ln 10, the loss of a 10-class classifier at chance). The largest stable learning rate of an arm is
@@ -12,8 +14,9 @@ the largest grid point at which every seed trains; the table also gives, per poi
 trained and the mean ± sd (over the seeds that completed) of the final training loss and test accuracy.
 Used by docs/experiments.md for ``experiment=batchnorm_lr_sweep``.
 
-Raises SystemExit naming the folder when it holds no job with a summary.json, and naming the job when a
-job lacks the ``--arm`` or ``--x`` override.
+Raises SystemExit naming the folder when it holds no job with a summary.json (or is one job's folder), and naming
+the job when a job lacks the ``--arm`` or ``--x`` override, its ``--x`` value is not a number or its overrides.yaml
+cannot be read.
 """
 
 from __future__ import annotations
@@ -26,24 +29,44 @@ from collections import defaultdict
 from pathlib import Path
 
 from whylearn.analysis.plotting import save_figure, subplots
+from whylearn.runs.multirun import job_folders, job_overrides
+
+
+def _text(value: object) -> str:
+    """An override value as the command line writes it (``true``, ``null``, ``0.3``): the arm's name."""
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
 
 
 def read_jobs(root: Path, arm_key: str, x_key: str, seed_key: str = "seed", allow_empty: bool = False) -> list[dict]:
-    """One dict per job folder of ``root``: arm, x (float), seed, status, error, train/loss, test/acc.
+    """One dict per job folder under ``root``: arm (text), x (float), seed, status, error, train/loss, test/acc.
 
-    ``allow_empty``: a folder without finished jobs gives [] (one of several multiruns, still running)."""
+    The jobs and their overrides are read as ``whylearn-analyze sweep`` reads them
+    (:func:`whylearn.runs.multirun.job_folders`, :func:`~whylearn.runs.multirun.job_overrides`): values typed by
+    Hydra's override grammar, so ``optimizer.lr=3e-1`` and ``optimizer.lr=0.3`` are one grid point and
+    ``model.norm='batch'`` is the arm ``batch``.
+
+    ``allow_empty``: a folder without finished jobs gives [] (one of several multiruns, still running).
+    Raises SystemExit naming the folder (no job, or ``root`` is one job's own folder), the job and its overrides
+    (no ``arm_key`` or ``x_key`` override, or an unreadable overrides.yaml), or the job and the value (an ``x_key``
+    that is not a number)."""
+    if (root / "summary.json").is_file():
+        raise SystemExit(f"{root} holds no job folder with a summary.json: it is one job's folder "
+                         "(pass the multirun folder above it, outputs/<task>/multiruns/<date>)")
     jobs = []
-    for summary in sorted(root.glob("*/summary.json")):
-        overrides = {}
-        ov = summary.parent / ".hydra" / "overrides.yaml"
-        for line in ov.read_text().splitlines() if ov.is_file() else []:
-            key, _, value = line.removeprefix("- ").partition("=")
-            overrides[key.strip()] = value.strip()
+    for job in job_folders(root):
+        try:
+            overrides = job_overrides(job)
+        except ValueError as e:
+            raise SystemExit(f"job {job.name}: {e}") from None
         for key in (arm_key, x_key):
             if key not in overrides:
-                raise SystemExit(f"job {summary.parent.name} has no override {key!r} (its overrides: {sorted(overrides)})")
-        s = json.loads(summary.read_text())
-        jobs.append({"arm": overrides[arm_key], "x": float(overrides[x_key]), "seed": overrides.get(seed_key),
+                raise SystemExit(f"job {job.name} has no override {key!r} (its overrides: {sorted(overrides)})")
+        x = overrides[x_key]
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise SystemExit(f"job {job.name}: {x_key}={_text(x)!r} is not a number (--x is the swept learning "
+                             "rate, a numeric override)")
+        s = json.loads((job / "summary.json").read_text())
+        jobs.append({"arm": _text(overrides[arm_key]), "x": float(x), "seed": overrides.get(seed_key),
                      "status": s.get("status"), "error": s.get("error"),
                      "loss": s.get("train/loss"), "acc": s.get("test/acc")})
     if not jobs and not allow_empty:

@@ -33,24 +33,11 @@ MNIST1D_SGD = ["model.hidden=[100,100]", "model.residual=false", "optimizer=sgd"
 
 
 def compose(overrides: list[str], tmp_path: Path, config_name: str = "train"):
-    """Compose a whylearn config as the CLI would, with its run directory under tmp_path."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    """Compose a whylearn config as the CLI would (:func:`whylearn.config.compose_run`), its outputs under tmp_path
+    and its run directory tmp_path/run."""
+    from whylearn.config import compose_run
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(tmp_path)
-        cfg.paths.output_dir = str(tmp_path / "run")
-        if not any(o.startswith("progress=") for o in overrides):
-            cfg.progress = "none"
-        del cfg.hydra
-    return cfg
+    return compose_run(overrides, tmp_path / "run", root_dir=tmp_path, config_name=config_name)
 
 
 @pytest.fixture

@@ -32,10 +32,11 @@ from __future__ import annotations
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal, Union
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from whylearn.runs import identity
@@ -322,6 +323,38 @@ def without_hydra(config: DictConfig) -> DictConfig:
     """A shallow view of a composed config without its ``hydra`` node."""
     cfg = OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"])
     cfg._set_parent(config)  # interpolations into hydra (e.g. ${hydra:...}) resolve as before
+    return cfg
+
+
+def compose_run(overrides: list[str], output_dir: str | Path, root_dir: str | Path | None = None,
+                config_name: str = "train") -> DictConfig:
+    """The config ``whylearn-train <overrides>`` would run, composed in Python (benchmarks, tests, notebooks) for
+    :func:`whylearn.experiment.run`.
+
+    Hydra's compose API over the package's ``conf/``; ``HydraConfig`` set as in a run, so ``${hydra:...}``
+    interpolations resolve; the run folder is ``output_dir`` (``paths.output_dir``), ``paths.root_dir`` is
+    ``root_dir`` when given, ``progress`` is ``none`` unless an override sets it; the ``hydra`` node is removed.
+    Clears Hydra's global state first (a composed config of an earlier call stays valid).
+
+    Raises:
+        hydra.errors.MissingConfigException, hydra.errors.ConfigCompositionException: an unknown config or key
+            (Hydra's messages name it).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(Path(__file__).resolve().parent / "conf")):
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        if root_dir is not None:
+            cfg.paths.root_dir = str(root_dir)
+        if not any(str(o).lstrip("+~").startswith("progress=") for o in overrides):
+            cfg.progress = "none"
+        del cfg.hydra
     return cfg
 
 

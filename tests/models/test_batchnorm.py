@@ -189,6 +189,38 @@ def test_lr_stability_report_counts_diverged_and_untrained_seeds(tmp_path):
         report.read_jobs(tmp_path / "0_model.norm=none__optimizer.lr=0.1__seed=0", "model.norm", "optimizer.lr")
 
 
+def test_lr_stability_report_reads_values_as_hydra_typed_them(tmp_path, capsys, monkeypatch):
+    """The report reads the jobs as whylearn-analyze does: 3e-1 and 0.3 are one grid point, a quoted arm is the arm,
+    every multirun under the folder is read (in job-number order), and a non-numeric --x value is named."""
+    import json
+    import sys
+
+    report = _lr_report()
+    jobs = [("2026-12-01", "batch", "0.3", 0.5), ("2026-12-02", "'batch'", "3e-1", 0.7),
+            ("2026-12-01", "none", "1", 1.0), ("2026-12-02", "none", "1.0", 3.0)]
+    for i, (date, norm, lr, loss) in enumerate(jobs):
+        d = tmp_path / "multiruns" / date / f"{i}_job"
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text(f"- model.norm={norm}\n- optimizer.lr={lr}\n- seed={i}\n")
+        (d / "summary.json").write_text(json.dumps({"status": "completed", "train/loss": loss, "test/acc": 0.5}))
+    res = report.table(report.read_jobs(tmp_path / "multiruns" / "2026-12-01", "model.norm", "optimizer.lr")
+                         + report.read_jobs(tmp_path / "multiruns" / "2026-12-02", "model.norm", "optimizer.lr"), threshold=2.0)
+    assert list(res) == ["batch", "none"]
+    assert res["batch"]["rows"][0.3]["n"] == 2 and res["batch"]["rows"][0.3]["loss"][0] == pytest.approx(0.6)
+    assert res["none"]["rows"][1.0]["n"] == 2 and res["none"]["rows"][1.0]["trained"] == 1
+    monkeypatch.setattr(sys, "argv", ["lr_stability_report.py", str(tmp_path / "multiruns")])
+    report.main()
+    out = capsys.readouterr().out
+    assert "| batch | 0.3 | 2/2 | 0 | 0.600 ± 0.141 | 0.500 ± 0.000 |" in out
+    assert "largest stable optimizer.lr (batch): 0.3" in out
+    (d / ".hydra" / "overrides.yaml").write_text("- model.norm=none\n- optimizer.lr=fast\n")
+    with pytest.raises(SystemExit, match=r"job 3_job: optimizer.lr='fast' is not a number"):
+        report.read_jobs(tmp_path / "multiruns", "model.norm", "optimizer.lr")
+    (d / ".hydra" / "overrides.yaml").write_text("- model.norm=none\n- optimizer.lr=1,2\n")
+    with pytest.raises(SystemExit, match=r"job 3_job: .*overrides.yaml: 'optimizer.lr=1,2' is not one key=value"):
+        report.read_jobs(tmp_path / "multiruns", "model.norm", "optimizer.lr")
+
+
 def test_lr_sweep_config_is_the_batchnorm_run_without_its_landscape_callbacks(make_cfg):
     cfg = make_cfg(["experiment=batchnorm_lr_sweep"])
     base = make_cfg(["experiment=batchnorm"], "base")

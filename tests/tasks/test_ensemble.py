@@ -443,20 +443,61 @@ def test_members_reach_wandb_as_keys_and_a_table(tmp_path):
     assert table["data"][1][table["columns"].index("test/acc")] == pytest.approx(s["test/acc/width8_seed0"])
 
 
-def test_bench_sweep_times_the_fast_loop():
-    """scripts/bench_sweep.py's clock callback must not make the timed fits fall back to Lightning's own
-    loop (it did: an on_train_batch_end without whylearn_batch_hooks), or it times another loop than
-    whylearn-train runs."""
+def _bench_sweep():
     import importlib.util
-
-    from whylearn.tasks.base import FastTask
-    from whylearn.tasks.loop import lightning_loop_reasons
 
     spec = importlib.util.spec_from_file_location(
         "bench_sweep", Path(__file__).resolve().parents[2] / "scripts" / "bench_sweep.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_sweep_times_the_fast_loop():
+    """scripts/bench_sweep.py's clock callback must not make the timed fits fall back to Lightning's own
+    loop (it did: an on_train_batch_end without whylearn_batch_hooks), or it times another loop than
+    whylearn-train runs."""
+    from whylearn.tasks.base import FastTask
+    from whylearn.tasks.loop import lightning_loop_reasons
+
+    bench = _bench_sweep()
     task = EnsembleClassificationTask(_mlp(), 10, partial(torch.optim.SGD, **BASE_OPT), seeds=2)
     assert lightning_loop_reasons(bench._trainer(10, bench.SteadyClock()), task, FastTask) == []
     reasons = lightning_loop_reasons(bench._trainer(10, bench.LightningLoopClock()), task, FastTask)
     assert reasons and "LightningLoopClock" in reasons[0]  # the comparison row: Lightning's own loop, named
+
+
+def test_bench_sweep_times_one_step_function_for_every_path():
+    """scripts/bench_sweep.py's timed step (sgd_step: every timing of --ablation and --efficiency) trains the members:
+    the fused loss and autograd through the ensemble take the same steps, torch's fused and foreach SGD alike; and
+    cpu_s_per_call calls the function n times."""
+    bench = _bench_sweep()
+    x, y = torch.randn(4, 100, 40), torch.randint(0, 10, (4, 100))
+    params = []
+    for fused_loss, fused_sgd in ((True, True), (False, True), (True, False), (False, False)):
+        ens = MemberEnsemble(bench.seeded_members([4, 8], [0, 1]), layout="exact")
+        before = [p.detach().clone() for p in ens.parameters()]
+        step = bench.sgd_step(ens, x, y, fused_loss=fused_loss, fused_sgd=fused_sgd)
+        for _ in range(3):
+            step()
+        params.append([p.detach() for p in ens.parameters()])
+        assert not any(torch.equal(a, b) for a, b in zip(before, params[-1], strict=True))
+    for other in params[1:]:
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(params[0], other, strict=True))
+    calls = []
+    assert bench.cpu_s_per_call(lambda: calls.append(1), 7) >= 0 and len(calls) == 7
+
+
+def test_bench_sweep_efficiency_levels_and_bound():
+    """--efficiency's table: every level timed; the bound row is matmuls plus the optimizer step alone."""
+    bench = _bench_sweep()
+    threads = torch.get_num_threads()
+    try:
+        res = bench.efficiency([6, 8], [0], steps=2, rounds=1, gemm_n=64, lightning_steps=0)
+    finally:
+        torch.set_num_threads(threads)
+    rows = {r["level"]: r for r in res["rows"]}
+    assert list(rows) == ["matmuls", "kernels", "optimizer", "bound: matmuls + optimizer", "step"]
+    assert rows["bound: matmuls + optimizer"]["cpu_ms_per_step"] == pytest.approx(
+        rows["matmuls"]["cpu_ms_per_step"] + rows["optimizer"]["cpu_ms_per_step"])
+    assert rows["optimizer"]["fraction_of_peak"] is None and rows["step"]["fraction_of_peak"] > 0

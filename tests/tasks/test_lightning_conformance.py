@@ -49,6 +49,27 @@ def three_ways(tmp_path: Path, make_callbacks=list, make_task_=make_task, **kw):
     return out
 
 
+def three_ways_recorded(tmp_path: Path, recorder: type[Callback], **kw) -> tuple[dict, list[Callback]]:
+    """:func:`three_ways` with a fresh ``recorder`` callback in each fit: the three results and the three recorders
+    (chunks, k1, lightning: the order of the fits)."""
+    made: list[Callback] = []
+
+    def callbacks() -> list[Callback]:
+        made.append(recorder())
+        return [made[-1]]
+
+    return three_ways(tmp_path, callbacks, **kw), made
+
+
+def assert_each_step_seen_once(made: list) -> None:
+    """Batch-hook recorders (chunks, k1, lightning): called once per optimizer step with that step's mini-batch,
+    in the same order in the three fits."""
+    assert [s for h, s, _, _ in made[0].calls if h == "end"] == list(range(1, STEPS + 1))
+    assert [i for h, _, i, _ in made[0].calls if h == "start"] == list(range(24)) * 2  # batch_idx in the epoch
+    assert {b for *_, b in made[0].calls} == {10}  # each call sees one mini-batch
+    assert made[0].calls == made[1].calls == made[2].calls
+
+
 def assert_same(runs: dict, skip_keys: tuple[str, ...] = ()) -> None:
     """The three ways agree exactly (checked after each test's own checks of the feature's meaning)."""
     ref = runs["lightning"]
@@ -74,14 +95,7 @@ def test_plain_fit_same_parameters_and_rows(tmp_path):
 
 
 def test_per_step_hooks_of_callbacks_and_module_once_per_step(tmp_path):
-    counters = {}
-
-    def callbacks():
-        counters.setdefault("list", []).append(StepHookCounter())
-        return [counters["list"][-1]]
-
-    runs = three_ways(tmp_path, callbacks, lambda: make_task(ModuleHookTask))
-    chunks, k1, ref = counters["list"]
+    runs, (chunks, k1, ref) = three_ways_recorded(tmp_path, StepHookCounter, make_task_=lambda: make_task(ModuleHookTask))
     for hook in STEP_HOOKS:  # once per optimizer step, each seeing the steps taken before it
         assert [s for h, s in chunks.calls if h == hook] == list(range(STEPS)), hook
         assert runs["chunks"]["task"].module_calls[hook] == STEPS, hook
@@ -171,17 +185,8 @@ def test_a_second_fit_of_the_same_task_does_not_warn_that_it_resumes_inside_a_ch
 
 
 def test_declared_per_step_callback_is_called_at_every_step_in_the_fast_loop(tmp_path):
-    made = []
-
-    def callbacks():
-        made.append(DeclaredBatchCounter())
-        return [made[-1]]
-
-    runs = three_ways(tmp_path, callbacks)
-    assert [s for h, s, _, _ in made[0].calls if h == "end"] == list(range(1, STEPS + 1))
-    assert [i for h, _, i, _ in made[0].calls if h == "start"] == list(range(24)) * 2  # batch_idx in the epoch
-    assert {b for *_, b in made[0].calls} == {10}  # each call sees one mini-batch
-    assert made[0].calls == made[1].calls == made[2].calls
+    runs, made = three_ways_recorded(tmp_path, DeclaredBatchCounter)
+    assert_each_step_seen_once(made)
     assert not runs["chunks"]["task"].automatic_optimization
     assert_same(runs)
 
@@ -239,16 +244,9 @@ def test_integer_limit_train_batches_counts_steps(tmp_path, caplog):
 
 def test_user_callback_with_batch_hooks_sees_every_step(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="whylearn")
-    made = []
-
-    def callbacks():
-        made.append(BatchCounter())
-        return [made[-1]]
-
-    runs = three_ways(tmp_path, callbacks)
-    assert [s for h, s, _, _ in made[0].calls if h == "end"] == list(range(1, STEPS + 1))
-    assert {b for *_, b in made[0].calls} == {10}
-    assert made[0].calls == made[1].calls == made[2].calls
+    runs, made = three_ways_recorded(tmp_path, BatchCounter)
+    assert_each_step_seen_once(made)
+    assert runs["chunks"]["task"].automatic_optimization  # Lightning's own loop ran
     assert "callback BatchCounter" in _fallback_line(caplog)
     assert_same(runs)
 

@@ -42,31 +42,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from whylearn.analysis.plotting import save_figure  # noqa: E402
 from whylearn.analysis.stats import compare_groups, mean_ci
+from whylearn.runs.multirun import job_folders, job_overrides, parse_override_value
 from whylearn.studies import fidelity  # noqa: E402
 
 MAIN_KEYS = ("params", "train/err", "val/err", "test/err", "train/loss", "test/loss", "steps", "status")
-
-
-def _parse_value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _overrides(job: Path) -> dict[str, Any]:
-    path = job / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    out = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("- "):
-            key, _, value = line[2:].partition("=")
-            out[key.lstrip("+~")] = _parse_value(value.strip().strip("'\""))
-    return out
 
 
 def _loss_name(job: Path) -> str | None:
@@ -82,22 +61,25 @@ def _loss_name(job: Path) -> str | None:
 def load_sweep(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per job of the multirun under ``root``: its overrides and summary, plus error columns.
 
+    The jobs are :func:`whylearn.runs.multirun.job_folders` (any depth), their overrides
+    :func:`whylearn.runs.multirun.job_overrides` (typed as Hydra types them: ``3e-1`` and ``0.3`` are one value).
+
     Returns:
         (rows sorted by job number, the names of the swept parameters: overrides that differ between jobs).
 
     Raises:
         FileNotFoundError: no ``summary.json`` under ``root`` (names the folder).
+        ValueError: a job's ``.hydra/overrides.yaml`` is not a list of overrides (names the file and the item).
     """
     root = Path(root)
-    jobs = sorted({p.parent for p in root.rglob("summary.json")},
-                  key=lambda p: (int(p.name.split("_")[0]) if p.name.split("_")[0].isdigit() else math.inf, str(p)))
+    jobs = job_folders(root)
     if not jobs:
         raise FileNotFoundError(f"no summary.json under {root}: pass a multirun folder (outputs/<task>/multiruns/<date>)")
     rows = []
     job_keys: set[str] = set()
     for job in jobs:
         summary = json.loads((job / "summary.json").read_text())
-        overrides = _overrides(job)
+        overrides = job_overrides(job)
         job_keys.update(overrides)
         members = summary.get("members")
         if isinstance(members, list) and members and all(isinstance(m, dict) and "label" in m for m in members):
@@ -125,7 +107,7 @@ def load_sweep(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
         row["_loss"] = _loss_name(job)
         row["_dir"] = str(job)
         rows.append(_with_errors(row))
-    swept = [k for k in sorted(job_keys, key=lambda k: (k in REPLICATE_KEYS, k)) if len({repr(r.get(k)) for r in rows}) > 1]
+    swept = [k for k in sorted(job_keys, key=lambda k: (k in REPLICATE_KEYS, k)) if len({_setting(r.get(k)) for r in rows}) > 1]
     return rows, swept
 
 
@@ -133,6 +115,12 @@ def load_sweep(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
 _MEMBER_PREFIXES = ("train/", "val/", "test/", "gap/", "ensemble/", "double_descent/", "weights/")
 # swept keys whose values are replicates of one setting: averaged over, never a group of their own
 REPLICATE_KEYS = ("seed", "data.order_seed", "data.label_noise_seed")
+
+
+def _setting(v: Any) -> str:
+    """A value as a setting: a number whatever its spelling (``lr=1`` and ``lr=1.0``, an int and a float once
+    Hydra typed them, are one learning rate); anything else by its repr (``True`` is not ``1``)."""
+    return repr(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else repr(v)
 
 
 def _scalar(v: Any) -> bool:
@@ -159,7 +147,7 @@ def aggregate(rows: list[dict[str, Any]], by: list[str], metrics: list[str]) -> 
     within the group are kept (e.g. ``params``, ``train_size``)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault(tuple(repr(r.get(k)) for k in by), []).append(r)
+        groups.setdefault(tuple(_setting(r.get(k)) for k in by), []).append(r)
     out = []
     for members in groups.values():
         agg = {k: v for k, v in members[0].items() if all(m.get(k) == v for m in members)}
@@ -259,7 +247,7 @@ def plot_sweep(rows: list[dict[str, Any]], x: str, metrics: list[str], path: Pat
                series: list[str] | None = None) -> Path:
     """``metrics`` (with ± std bands when present) against ``x``, threshold lines marked; one line per
     value of the ``series`` keys (e.g. the learning rate when x is the width)."""
-    numeric = all(isinstance(r.get(x), (int, float)) for r in rows)
+    numeric = all(isinstance(r.get(x), (int, float)) and not isinstance(r.get(x), bool) for r in rows)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     lines: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
@@ -297,7 +285,7 @@ def plot_sweep(rows: list[dict[str, Any]], x: str, metrics: list[str], path: Pat
 def _determined_by(rows: list[dict[str, Any]], key: str, x: str) -> bool:
     """Whether each value of ``x`` comes with one value of ``key`` (e.g. the width, given params)."""
     seen: dict[str, str] = {}
-    return all(seen.setdefault(repr(r.get(x)), repr(r.get(key))) == repr(r.get(key)) for r in rows)
+    return all(seen.setdefault(_setting(r.get(x)), _setting(r.get(key))) == _setting(r.get(key)) for r in rows)
 
 
 def _read_series(job: Path, key: str, member: str | None = None) -> tuple[list[float], list[float]]:
@@ -350,7 +338,7 @@ def sweep(root: str | Path, x: str | None = None, metrics: list[str] | None = No
         )
     metrics = metrics or [m for m in ("train/err", "test/err") if any(m in r for r in rows)]
     result: dict[str, Any] = {"runs": len(rows), "swept": swept, "csv": str(csv_path), "markdown": str(md_path), "figures": []}
-    numeric = all(isinstance(r.get(x), (int, float)) for r in rows)
+    numeric = all(isinstance(r.get(x), (int, float)) and not isinstance(r.get(x), bool) for r in rows)
     # one point per setting: runs that differ only in replicate keys (seeds) are averaged (mean, sd)
     by = [x, *group_keys(swept, exclude=(x,))] if x in swept else group_keys(swept) or [x]
     points = aggregate(rows, by, sorted({*metrics, "train/err"}))
@@ -378,7 +366,8 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _select(rows: list[dict[str, Any]], conditions: list[str]) -> list[dict[str, Any]]:
-    """The rows matching every ``key=value`` condition (values parsed as int, float or text)."""
+    """The rows matching every ``key=value`` condition (the value typed as the job overrides are:
+    :func:`whylearn.runs.multirun.parse_override_value`; ``3e-1`` selects ``0.3``)."""
     out = rows
     for cond in conditions:
         key, sep, value = cond.partition("=")
@@ -386,7 +375,10 @@ def _select(rows: list[dict[str, Any]], conditions: list[str]) -> list[dict[str,
             raise ValueError(f"a group is selected by key=value, got {cond!r}")
         if not any(key in r for r in rows):
             raise ValueError(f"{key!r} is not in the runs; allowed: {_columns(rows)}")
-        want = _parse_value(value)
+        try:
+            want = parse_override_value(value)
+        except ValueError as e:
+            raise ValueError(f"group {cond!r}: {e}") from None
         out = [r for r in out if r.get(key) == want or str(r.get(key)) == value]
     return out
 
@@ -447,7 +439,7 @@ def stats_table(root: str | Path, metrics: list[str], by: list[str] | None = Non
     for metric in metrics:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         pts = [(e, e[metric]) for e in table if e[metric] is not None]
-        numeric = len(by) == 1 and all(isinstance(e[by[0]], (int, float)) for e, _ in pts)
+        numeric = len(by) == 1 and all(isinstance(e[by[0]], (int, float)) and not isinstance(e[by[0]], bool) for e, _ in pts)
         xs = [e[by[0]] for e, _ in pts] if numeric else list(range(len(pts)))
         ys = [c["mean"] for _, c in pts]
         err = [c["half_width"] or 0.0 for _, c in pts]
