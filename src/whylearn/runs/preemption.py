@@ -55,7 +55,9 @@ STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR2")
 
 
 class Preempted(SystemExit):
-    """The run stopped on a signal after saving ``checkpoints/last.ckpt``; it resumes from there.
+    """The run stopped on a signal. A training run saved ``checkpoints/last.ckpt`` first (``ckpt``) and
+    resumes from there; a study (:mod:`whylearn.studies.base`) has no checkpoint (``ckpt`` None, ``step``
+    the sweep points done): its summary.json says interrupted, and a requeue starts it again.
 
     A ``SystemExit`` (exit status 128 + the signal's number), not an ``Exception``: Hydra's job
     runner and submitit let it through, so a preempted submitit job leaves no result behind and
