@@ -15,6 +15,7 @@ import torch
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from whylearn.data.base import data_facts
 from whylearn.loggers import WandbRunLogger, wandb_identity
 from whylearn.runs.identity import wandb_run_id
 from whylearn.runs.preemption import lightning_cluster_plugins
@@ -32,22 +33,6 @@ def instantiate_with(node: DictConfig, **candidates: Any) -> Any:
     params = inspect.signature(get_object(node._target_)).parameters
     fill = {k: v for k, v in candidates.items() if k in params and node.get(k) in (None, "auto")}
     return instantiate(node, **fill)
-
-
-def data_facts(dm) -> dict[str, Any]:
-    """What a model may need to know about the data: shapes and sizes."""
-    shape = tuple(dm.input_shape)
-    facts = {"input_shape": list(shape), "input_size": math.prod(shape), "num_classes": dm.num_classes}
-    if len(shape) == 3:  # images (C, H, W)
-        facts["in_channels"], facts["spatial_dims"] = shape[0], 2
-    elif len(shape) == 2:  # sequences with channels (C, L)
-        facts["in_channels"], facts["spatial_dims"] = shape[0], 1
-    elif len(shape) == 1:  # plain sequences (L,), e.g. MNIST-1D: one channel
-        facts["in_channels"], facts["spatial_dims"] = 1, 1
-    for key in ("vocab_size", "block_size"):
-        if hasattr(dm, key):
-            facts[key] = getattr(dm, key)
-    return facts
 
 
 def build_datamodule(cfg: DictConfig):

@@ -522,3 +522,22 @@ class InMemoryDataModule(TrainerPlacement, L.LightningDataModule):
             "noisy_labels": int(self.noisy_indices.numel()),
             "wrong_labels": int((self.train.y.cpu() != self.clean_train_targets.cpu()).sum()),
         }
+
+
+def data_facts(dm) -> dict[str, Any]:
+    """What a model may need to know about a datamodule ``dm``: ``input_shape`` (a list), ``input_size``
+    (their product), ``num_classes``; ``in_channels`` and ``spatial_dims`` (2 for (C, H, W) images, 1 for
+    (C, L) or (L,) sequences); ``vocab_size`` and ``block_size`` where ``dm`` has them. Training runs
+    (:mod:`whylearn.build`) and studies (:mod:`whylearn.studies.common`) size models from these."""
+    shape = tuple(dm.input_shape)
+    facts = {"input_shape": list(shape), "input_size": math.prod(shape), "num_classes": dm.num_classes}
+    if len(shape) == 3:  # images (C, H, W)
+        facts["in_channels"], facts["spatial_dims"] = shape[0], 2
+    elif len(shape) == 2:  # sequences with channels (C, L)
+        facts["in_channels"], facts["spatial_dims"] = shape[0], 1
+    elif len(shape) == 1:  # plain sequences (L,), e.g. MNIST-1D: one channel
+        facts["in_channels"], facts["spatial_dims"] = 1, 1
+    for key in ("vocab_size", "block_size"):
+        if hasattr(dm, key):
+            facts[key] = getattr(dm, key)
+    return facts

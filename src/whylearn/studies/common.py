@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
+
+from whylearn.data.base import data_facts
 
 
 def plain(cfg: Any) -> Any:
@@ -42,15 +43,6 @@ def instantiate(node: Mapping[str, Any], **kwargs: Any) -> Any:
     from hydra.utils import instantiate as hydra_instantiate
 
     return hydra_instantiate(dict(node), **kwargs)
-
-
-def data_facts(dm) -> dict[str, Any]:
-    """A datamodule's shapes: ``input_shape``, ``input_size``, ``num_classes``, ``in_channels`` (images)."""
-    shape = tuple(dm.input_shape)
-    facts = {"input_shape": list(shape), "input_size": math.prod(shape), "num_classes": dm.num_classes}
-    if len(shape) == 3:
-        facts["in_channels"] = shape[0]
-    return facts
 
 
 def build_datamodule(node: Mapping[str, Any], seed: int):
