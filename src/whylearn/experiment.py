@@ -123,10 +123,7 @@ def _run_study(cfg: DictConfig, out: Path, refs) -> dict[str, Any]:
     smoke = bool(OmegaConf.select(cfg, "trainer.fast_dev_run", default=False))  # debug=fast_dev_run
     study_run = StudyRun(out, loggers, seed=int(cfg.seed), smoke=smoke, progress=build.progress_kind(cfg),
                          device=device_of(OmegaConf.select(cfg, "trainer.accelerator", default="cpu")))
-    summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running"}
-    overrides = _overrides()
-    if overrides is not None:
-        summary["overrides"] = overrides
+    summary = _first_summary(cfg, out)
     summary_path = out / "summary.json"
     t0 = time.perf_counter()
 
@@ -151,9 +148,7 @@ def _run_study(cfg: DictConfig, out: Path, refs) -> dict[str, Any]:
         summary["reference"] = reference.evaluate(refs, summary)
         write_summary(summary_path, summary)
         try:  # the points logged before the failure stay in the CSV and the W&B run
-            for lg in loggers:
-                if hasattr(lg, "save"):
-                    lg.save()
+            _save_loggers(loggers)
             finish_wandb(loggers, summary)
         except Exception as wandb_error:
             log.warning("could not finish the W&B run: %s", wandb_error)
@@ -164,9 +159,7 @@ def _run_study(cfg: DictConfig, out: Path, refs) -> dict[str, Any]:
             signal.signal(signal.SIGTERM, previous)
     summary["reference"] = reference.evaluate(refs, summary)  # published beside measured, with verdicts
     write_summary(summary_path, summary)
-    for lg in loggers:
-        if hasattr(lg, "save"):
-            lg.save()
+    _save_loggers(loggers)
     log_images(loggers, {f"figures/{Path(p).stem}": p for p in result.figures})
     finish_wandb(loggers, summary)
     _report(cfg, out, summary, loggers)
@@ -212,11 +205,8 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
     trainer = build.build_trainer(cfg, callbacks, loggers)
     if not plan.resuming:
         write_config()
-    summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running",
-                               "params": sum(p.numel() for p in model.parameters()), **getattr(dm, "describe", dict)()}
-    overrides = _overrides()
-    if overrides is not None:
-        summary["overrides"] = overrides
+    summary = _first_summary(cfg, out, params=sum(p.numel() for p in model.parameters()),
+                             **getattr(dm, "describe", dict)())
     summary_path = out / "summary.json"
     try:
         if plan.resuming:  # before any logger starts: Lightning's CSV writer deletes metrics.csv when it starts
@@ -272,14 +262,29 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
     figures = plot_run(get_history(task), out / "figures")
     summary["reference"] = reference.evaluate(refs, summary)  # published beside measured, with verdicts
     write_summary(summary_path, summary)
-    for lg in loggers:
-        if hasattr(lg, "save"):
-            lg.save()
+    _save_loggers(loggers)
     log_images(loggers, {f"figures/{p.stem}": p for p in figures})
     log_members(loggers, summary.get("members") or [])  # an ensemble run: one row per member
     finish_wandb(loggers, summary)
     _report(cfg, out, summary, loggers)
     return summary
+
+
+def _first_summary(cfg: DictConfig, out: Path, **fields: Any) -> dict[str, Any]:
+    """The summary a run starts with (status ``running``): seed, run folder, ``fields``, and the job's
+    command-line overrides under Hydra."""
+    summary: dict[str, Any] = {"seed": int(cfg.seed), "run_dir": str(out), "status": "running", **fields}
+    overrides = _overrides()
+    if overrides is not None:
+        summary["overrides"] = overrides
+    return summary
+
+
+def _save_loggers(loggers: list) -> None:
+    """Write what each logger holds (the CSV's rows) to disk."""
+    for lg in loggers:
+        if hasattr(lg, "save"):
+            lg.save()
 
 
 def _overrides() -> list[str] | None:
