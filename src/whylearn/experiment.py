@@ -124,6 +124,11 @@ def _run_study(cfg: DictConfig, out: Path, refs) -> dict[str, Any]:
     study_run = StudyRun(out, loggers, seed=int(cfg.seed), smoke=smoke, progress=build.progress_kind(cfg),
                          device=device_of(OmegaConf.select(cfg, "trainer.accelerator", default="cpu")))
     summary = _first_summary(cfg, out)
+    ignored = ignored_by_study(summary.get("overrides"))
+    if ignored:
+        log.warning("a study reads only %s of the trainer node and no callbacks or test_after_fit; ignored: %s "
+                    "(a study's own sizes and steps are study.* options)", " and ".join(STUDY_TRAINER_KEYS),
+                    ", ".join(ignored))
     summary_path = out / "summary.json"
     t0 = time.perf_counter()
 
@@ -268,6 +273,21 @@ def _run(cfg: DictConfig, out: Path, plan, zero: bool, refs) -> dict[str, Any]:
     finish_wandb(loggers, summary)
     _report(cfg, out, summary, loggers)
     return summary
+
+
+STUDY_TRAINER_KEYS = ("trainer.fast_dev_run", "trainer.accelerator")  # what a study reads of the trainer node
+
+
+def ignored_by_study(overrides: list[str] | None) -> list[str]:
+    """The command-line overrides a study does not read: ``trainer.*`` keys other than
+    :data:`STUDY_TRAINER_KEYS`, ``callbacks`` and ``test_after_fit`` (they belong to training runs)."""
+    ignored = []
+    for o in overrides or []:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if (key.startswith("trainer.") and key not in STUDY_TRAINER_KEYS) or key == "test_after_fit" \
+                or key.split(".")[0] == "callbacks":
+            ignored.append(o)
+    return ignored
 
 
 def _first_summary(cfg: DictConfig, out: Path, **fields: Any) -> dict[str, Any]:

@@ -61,6 +61,22 @@ def test_a_failing_study_records_failed_with_the_error(tmp_path):
     assert (out / "config.yaml").is_file()
 
 
+def test_a_study_names_the_training_overrides_it_ignores(tmp_path, caplog):
+    """trainer.max_epochs, callbacks, test_after_fit mean nothing to a study: the run says so, naming them;
+    trainer.fast_dev_run and trainer.accelerator, which it reads, are not named."""
+    from whylearn.experiment import ignored_by_study, run
+
+    assert ignored_by_study(["trainer.max_epochs=3", "trainer.accelerator=cpu", "+trainer.fast_dev_run=true",
+                             "callbacks=default", "test_after_fit=false", "study.num_points=120", "trainer=gpu"]) == \
+        ["trainer.max_epochs=3", "callbacks=default", "test_after_fit=false"]
+    cfg = compose([*KERNELS, "logger=csv", "trainer.max_epochs=3", "trainer.accelerator=cpu"], tmp_path)
+    with caplog.at_level("WARNING", logger="whylearn"):
+        assert run(cfg)["status"] == "completed"
+    warned = [r.getMessage() for r in caplog.records if "a study reads only" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].endswith("ignored: trainer.max_epochs=3 (a study's own sizes and steps "
+                                                    "are study.* options)")
+
+
 def test_a_study_refuses_data_model_and_checkpoints_before_anything_is_written(tmp_path):
     from whylearn.config import ConfigError
     from whylearn.experiment import run

@@ -24,7 +24,9 @@ is written, the run folder, config.yaml, the loggers (W&B's run config, the CSV)
 There is no outer ``Trainer.fit``: a study that trains models builds its own quiet Trainers
 (:func:`whylearn.studies.common.quiet_trainer`). Of the run's ``trainer`` node a study reads only
 ``fast_dev_run`` (``debug=fast_dev_run``: :attr:`StudyRun.smoke`) and ``accelerator`` (:attr:`StudyRun.device`);
-``test_after_fit``, callbacks and checkpoints belong to training runs (``ckpt_path`` is refused). A SIGTERM
+``test_after_fit``, callbacks and checkpoints belong to training runs (``ckpt_path`` is refused; a
+command line's other ``trainer.*``, ``callbacks`` and ``test_after_fit`` overrides are named in a warning,
+:func:`whylearn.experiment.ignored_by_study`). A SIGTERM
 (SLURM preemption, scancel) or Ctrl-C during a study leaves summary.json with status ``interrupted``; a study
 has no checkpoint, so a SLURM requeue starts it again from the beginning (in its job's folder).
 
